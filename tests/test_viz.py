@@ -1,0 +1,49 @@
+"""Drawing helpers (scratchdet.viz)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+import torch
+
+from scratchdet.viz import draw_boxes, draw_grid, plot_curves, show_images, to_numpy_image
+
+
+def test_to_numpy_image_from_tensor_and_array():
+    t = torch.zeros(3, 8, 6)
+    t[0] = 1.0
+    img = to_numpy_image(t)
+    assert img.shape == (8, 6, 3) and img.dtype == np.uint8 and img[0, 0].tolist() == [255, 0, 0]
+    gray = to_numpy_image(np.full((4, 4), 0.5, np.float32))
+    assert gray.shape == (4, 4, 3) and gray[0, 0, 0] == 128
+    with pytest.raises(ValueError, match=r"\[3, H, W\]"):
+        to_numpy_image(torch.zeros(5, 4, 4))
+
+
+def test_draw_boxes_draws_on_a_copy():
+    image = np.zeros((50, 50, 3), np.uint8)
+    out = draw_boxes(image, torch.tensor([[10.0, 10.0, 40.0, 40.0]]), scores=torch.tensor([0.9]))
+    assert image.sum() == 0, "input must not be modified"
+    r, g, b = out[10, 25].tolist()
+    assert g > 150 and r == b == 0  # top edge drawn in green (anti-aliased)
+    assert out[25, 25].sum() == 0  # inside untouched
+    with pytest.raises(ValueError, match="1 boxes but 2 scores"):
+        draw_boxes(image, torch.tensor([[1.0, 1.0, 5.0, 5.0]]), scores=[0.1, 0.2])
+
+
+def test_draw_grid_shades_cells():
+    out = draw_grid(np.zeros((40, 40, 3), np.uint8), 4, cells=np.eye(4, dtype=bool))
+    assert out[5, 5].sum() > 0 and out[5, 25].sum() == 0
+    with pytest.raises(ValueError, match=r"shape \(4, 4\)"):
+        draw_grid(np.zeros((40, 40, 3), np.uint8), 4, cells=np.eye(3, dtype=bool))
+
+
+def test_figures():
+    fig = show_images([np.zeros((8, 8, 3), np.uint8)] * 3, titles=["a", "b", "c"], ncols=2)
+    assert len(fig.axes) == 4
+    fig = plot_curves({"loss": [3.0, 2.0, 1.0]})
+    assert fig.axes[0].get_legend() is not None
+    with pytest.raises(ValueError, match="at least one image"):
+        show_images([])
