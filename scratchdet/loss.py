@@ -1,0 +1,147 @@
+"""The YOLO v1 loss (Redmon et al. 2016, eq. 3) for B predictors per cell.
+
+For every image, with 1_ij^obj = "predictor b of cell (i, j) is responsible
+for the face in that cell":
+
+    xy    = lambda_coord * sum 1_ij^obj [(x - x^)^2 + (y - y^)^2]
+    wh    = lambda_coord * sum 1_ij^obj [(sqrt_w - sqrt(w^))^2 + (sqrt_h - sqrt(h^))^2]
+    obj   = lambda_obj   * sum 1_ij^obj (conf - conf^)^2
+    noobj = lambda_noobj * sum (1 - 1_ij^obj) conf^2
+    total = xy + wh + obj + noobj
+
+summed over cells and predictors and divided by the batch size N (per image,
+as darknet does). Choices, and where they differ from the paper's text:
+
+* The network predicts sqrt(w), sqrt(h) directly (as darknet's detection
+  layer does) instead of w, h followed by a sqrt: no sqrt of a negative or of
+  zero, so neither the loss nor its gradient can be NaN. Only the target gets a
+  sqrt, of w^, h^ >= 0, with no gradient.
+* The responsible predictor is the one whose decoded box has the highest IoU
+  with the face (selection made on detached values). When every predictor of
+  the cell has IoU 0 (typical at initialisation) the one whose centre is
+  closest to the face centre is chosen instead of an arbitrary first one.
+* conf^ is the IoU of the responsible box with the face, detached (paper), or
+  1 with ``config.conf_target == "one"`` (common in re-implementations: a
+  target that does not move while boxes are still poor).
+* noobj covers every predictor that is not responsible, including the other
+  B - 1 predictors of a cell that holds a face (as in eq. 3 and darknet).
+* No class term: there is one class (face), so P(face | object) is 1.
+
+Taught in ``notebooks/04_loss.ipynb``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from scratchdet.boxes import box_area
+from scratchdet.config import DetectorConfig
+from scratchdet.grid import cells_to_boxes
+
+__all__ = ["LOSS_TERMS", "yolo_loss", "responsible_mask"]
+
+LOSS_TERMS = ("xy", "wh", "obj", "noobj", "total")
+
+
+def _paired_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of corresponding xyxy boxes ``[..., 4]`` and ``[..., 4]`` (broadcast) -> ``[...]``."""
+    top_left = torch.maximum(boxes1[..., :2], boxes2[..., :2])
+    bottom_right = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
+    union = box_area(boxes1) + box_area(boxes2) - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+
+
+def _check_inputs(pred: Tensor, targets: Tensor, config: DetectorConfig) -> None:
+    if not isinstance(config, DetectorConfig):
+        raise TypeError(f"config must be a DetectorConfig, got {type(config).__name__}")
+    S, C = config.num_cells, config.channels
+    for name, x, channels in (("pred", pred, C), ("targets", targets, 5)):
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating point torch.Tensor, got "
+                            f"{type(x).__name__}{'' if not isinstance(x, Tensor) else ' ' + str(x.dtype)}")
+        if x.ndim != 4 or x.shape[1:] != (S, S, channels):
+            raise ValueError(f"{name} must have shape [N, {S}, {S}, {channels}] (S={S}, "
+                             f"B={config.boxes_per_cell} from the config), got {list(x.shape)}")
+    if pred.shape[0] != targets.shape[0] or pred.shape[0] == 0:
+        raise ValueError(f"pred and targets need the same number N >= 1 of images, got "
+                         f"{pred.shape[0]} and {targets.shape[0]}")
+    obj = targets[..., 4]
+    if not ((obj == 0) | (obj == 1)).all():
+        raise ValueError(f"targets[..., 4] (obj) must be 0 or 1, got values {obj.unique()[:5].tolist()}")
+    if not (targets[..., :4] >= 0).all():  # also catches NaN
+        raise ValueError("targets[..., :4] (x, y, w, h) must be finite and >= 0; "
+                         "build targets with scratchdet.grid.encode_targets_batch")
+
+
+def responsible_mask(pred: Tensor, targets: Tensor, config: DetectorConfig) -> tuple[Tensor, Tensor]:
+    """Which predictor answers for each face, and its IoU with the face.
+
+    Args:
+        pred: ``Tensor[N, S, S, B*5]`` network output (see :func:`yolo_loss`).
+        targets: ``Tensor[N, S, S, 5]`` from :func:`scratchdet.grid.encode_targets`.
+        config: gives S and B.
+
+    Returns:
+        ``(mask, iou)``, both ``[N, S, S, B]``: ``mask`` is True for the one
+        responsible predictor of each cell with a face (highest IoU, else the
+        closest centre), ``iou`` the detached IoU of every predicted box with
+        its cell's face (0 in empty cells).
+    """
+    _check_inputs(pred, targets, config)
+    return _responsible(pred.detach().unflatten(-1, (config.boxes_per_cell, 5)), targets, config.num_cells)
+
+
+def _responsible(cells: Tensor, targets: Tensor, num_cells: int) -> tuple[Tensor, Tensor]:
+    """cells [N, S, S, B, 5] (detached), targets [N, S, S, 5] -> (mask, iou) [N, S, S, B]."""
+    pred_boxes = cells_to_boxes(cells[..., 0:2], cells[..., 2:4].square(), num_cells)  # (N, S, S, B, 4)
+    face = targets[..., None, :]  # (N, S, S, 1, 5)
+    face_boxes = cells_to_boxes(face[..., 0:2], face[..., 2:4], num_cells)  # (N, S, S, 1, 4)
+    iou = _paired_iou(pred_boxes, face_boxes)  # (N, S, S, B)
+    dist = (cells[..., 0:2] - face[..., 0:2]).square().sum(-1)  # (N, S, S, B) centre distance^2
+    best = torch.where(iou.amax(-1) > 0, iou.argmax(-1), dist.argmin(-1))  # (N, S, S)
+    one_hot = torch.nn.functional.one_hot(best, cells.shape[-2]).bool()  # (N, S, S, B)
+    return one_hot & (targets[..., 4:5] > 0), iou
+
+
+def yolo_loss(pred: Tensor, targets: Tensor, config: DetectorConfig) -> dict[str, Tensor]:
+    """YOLO v1 loss, term by term (see the module docstring for the equations).
+
+    Args:
+        pred: ``Tensor[N, S, S, B*5]``, per predictor ``(x, y, sqrt_w, sqrt_h,
+            conf)`` as the model outputs them: x, y (cell-relative) and conf
+            already in [0, 1] (sigmoid), sqrt_w, sqrt_h raw real numbers.
+        targets: ``Tensor[N, S, S, 5]`` of ``(x, y, w, h, obj)`` from
+            :func:`scratchdet.grid.encode_targets_batch`: x, y cell-relative,
+            w, h image-normalised (not square-rooted), obj in {0, 1}.
+        config: S, B, ``lambda_coord``, ``lambda_noobj``, ``lambda_obj`` and
+            ``conf_target`` (``"iou"`` or ``"one"``).
+
+    Returns:
+        dict of scalar tensors ``xy``, ``wh``, ``obj``, ``noobj`` (each
+        already weighted by its lambda) and ``total`` (their sum), all summed
+        over cells and divided by N. Only ``total`` needs ``backward()``.
+
+    Raises:
+        TypeError, ValueError: wrong types, shapes that do not match the
+            config, or obj values other than 0 and 1.
+    """
+    _check_inputs(pred, targets, config)
+    cells = pred.unflatten(-1, (config.boxes_per_cell, 5))  # (N, S, S, B, 5)
+    resp, iou = _responsible(cells.detach(), targets, config.num_cells)  # (N, S, S, B) each
+    face = targets[..., None, :]  # (N, S, S, 1, 5)
+    resp_f = resp.to(pred.dtype)
+    xy_err = (cells[..., 0:2] - face[..., 0:2]).square().sum(-1)  # (N, S, S, B)
+    wh_err = (cells[..., 2:4] - face[..., 2:4].sqrt()).square().sum(-1)  # (N, S, S, B)
+    conf = cells[..., 4]  # (N, S, S, B)
+    conf_target = iou if config.conf_target == "iou" else torch.ones_like(iou)
+    n = pred.shape[0]
+    terms = {
+        "xy": config.lambda_coord * (resp_f * xy_err).sum() / n,
+        "wh": config.lambda_coord * (resp_f * wh_err).sum() / n,
+        "obj": config.lambda_obj * (resp_f * (conf - conf_target).square()).sum() / n,
+        "noobj": config.lambda_noobj * ((1 - resp_f) * conf.square()).sum() / n,
+    }
+    terms["total"] = terms["xy"] + terms["wh"] + terms["obj"] + terms["noobj"]
+    return terms
