@@ -64,14 +64,16 @@ def _locate(boxes: Tensor, image_wh: Tensor, num_cells: int) -> tuple[Tensor, Te
     return cell[:, 1], cell[:, 0], offsets
 
 
-def _keep_largest(cell_id: Tensor, area: Tensor, num_slots: int) -> Tensor:
-    """Bool [T]: True for the one box kept per cell id (largest area, then lowest index)."""
-    order = torch.argsort(area, descending=True, stable=True)  # (T,) best first
-    priority = torch.empty_like(cell_id)
-    priority[order] = torch.arange(len(order), 0, -1, device=cell_id.device)  # unique, >= 1
-    best = torch.zeros(num_slots, dtype=priority.dtype, device=cell_id.device)
-    best = best.scatter_reduce(0, cell_id, priority, reduce="amax")  # (num_slots,)
-    return priority == best[cell_id]
+def _winners(cell_id: Tensor, area: Tensor, num_slots: int) -> Tensor:
+    """Index of the box kept in each of ``num_slots`` cells -> LongTensor [num_slots].
+
+    The largest area wins, then the lowest index; an empty cell gets T (= len(cell_id)).
+    """
+    count = len(cell_id)
+    best = area.new_full((num_slots,), -1.0).scatter_reduce(0, cell_id, area, reduce="amax")
+    index = torch.arange(count, device=cell_id.device)  # (T,)
+    candidate = torch.where(area == best[cell_id], index, count)  # (T,) ties keep all candidates
+    return torch.full((num_slots,), count, device=cell_id.device).scatter_reduce(0, cell_id, candidate, "amin")
 
 
 def assign_cells(boxes: Tensor, num_cells: int, image_size: ImageSize) -> tuple[Tensor, Tensor, Tensor]:
@@ -94,7 +96,8 @@ def assign_cells(boxes: Tensor, num_cells: int, image_size: ImageSize) -> tuple[
     boxes = clip_boxes(boxes, (h, w))
     rows, cols, _ = _locate(boxes, boxes.new_tensor([w, h]), num_cells)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (M,)
-    kept = _keep_largest(rows * num_cells + cols, area, num_cells * num_cells)
+    cell_id = rows * num_cells + cols  # (M,)
+    kept = _winners(cell_id, area, num_cells * num_cells)[cell_id] == torch.arange(len(boxes), device=boxes.device)
     return rows, cols, kept
 
 
@@ -106,11 +109,10 @@ def _encode(boxes: Tensor, image_idx: Tensor, num_images: int, num_cells: int,
     rows, cols, offsets = _locate(boxes, boxes.new_tensor([w, h]), S)
     wh = (boxes[:, 2:] - boxes[:, :2]) / boxes.new_tensor([w, h])  # (T, 2) image-normalised
     cell_id = (image_idx * S + rows) * S + cols  # (T,) flat index into N*S*S
-    kept = _keep_largest(cell_id, wh[:, 0] * wh[:, 1], num_images * S * S)
+    winners = _winners(cell_id, wh[:, 0] * wh[:, 1], num_images * S * S)  # (N*S*S,) box or T
     values = torch.cat([offsets, wh, torch.ones_like(wh[:, :1])], dim=1)  # (T, 5)
-    targets = boxes.new_zeros(num_images * S * S, 5)
-    targets[cell_id[kept]] = values[kept]  # kept ids are unique: no write order issue
-    return targets.view(num_images, S, S, 5)  # (N, S, S, 5)
+    values = torch.cat([values, values.new_zeros(1, 5)])  # (T + 1, 5): row T = empty cell
+    return values[winners].view(num_images, S, S, 5)  # (N, S, S, 5)
 
 
 def _target_size(config: DetectorConfig, image_size: ImageSize | None) -> tuple[int, int]:
