@@ -1,0 +1,4 @@
+from scratchdet.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""The scratchdet command line: train, evaluate, demo and its one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from scratchdet.cli import main
+from scratchdet.config import DetectorConfig
+from scratchdet.model import YoloDetector
+
+TINY = ["--image-size", "64", "--num-cells", "4", "--preset", "small", "--batch-size", "4",
+        "--train-size", "8", "--val-size", "4", "--epochs", "1", "--progress-bar", "false", "--threads", "1"]
+
+
+def run_cli(args, capsys):
+    status = main(args)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    status = main(["train", *TINY, "--data-root", str(root / "data"), "--output-dir", str(root / "run")])
+    assert status == 0
+    return root
+
+
+def test_train_writes_checkpoints_and_logs(trained):
+    assert (trained / "run" / "checkpoints" / "best.ckpt").exists()
+    assert (trained / "run" / "checkpoints" / "last.ckpt").exists()
+    assert (trained / "run" / "logs" / "metrics.csv").exists()
+
+
+def test_evaluate_writes_metrics_json(trained, capsys):
+    out = trained / "metrics.json"
+    status, stdout, _ = run_cli(["evaluate", str(trained / "run" / "checkpoints" / "best.ckpt"),
+                                 "--data-root", str(trained / "data"), "--num-images", "6",
+                                 "--out", str(out)], capsys)
+    assert status == 0
+    metrics = json.loads(out.read_text())
+    for key in ("ap50", "ap50_small", "ap50_medium", "ap50_large", "ap50_ge24", "num_images"):
+        assert key in metrics
+    assert metrics["num_images"] == 6 and 0.0 <= metrics["ap50"] <= 1.0
+
+
+@pytest.mark.parametrize("args,match", [
+    (["train", "--backbone", "nope"], "unknown backbone 'nope'"),
+    (["train", "--dataset", "coco"], "dataset must be one of"),
+    (["train", "--dataset", "wider", "--wider-root", "/nonexistent/wider"], "/nonexistent/wider"),
+    (["train", "--image-size", "100"], "not divisible"),
+    (["train", "--epochs", "many"], "setting 'epochs' must be int"),
+    (["train", "--config", "/nonexistent.yaml"], "does not exist"),
+    (["evaluate", "/nonexistent.ckpt"], "does not exist"),
+])
+def test_user_errors_are_one_line(args, match, capsys, tmp_path):
+    args = args + ["--output-dir", str(tmp_path)] if args[0] == "train" else args
+    status, _, err = run_cli(args, capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"scratchdet {args[0]}: error:")
+    assert match.lower() in err.lower(), err
+
+
+def test_unknown_config_key(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("learning_rate: 0.1\n")
+    status, _, err = run_cli(["train", "--config", str(cfg)], capsys)
+    assert status == 2 and "unknown setting 'learning_rate'" in err
+
+
+def test_incompatible_checkpoint(tmp_path, capsys):
+    model = YoloDetector(DetectorConfig(image_size=64, num_cells=4), preset="small")
+    state = model.state_dict()
+    state.pop(next(iter(state)))
+    path = tmp_path / "broken.pt"
+    torch.save({**model.hyperparameters, "state_dict": state}, path)
+    status, _, err = run_cli(["evaluate", str(path)], capsys)
+    assert status == 2 and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_not_a_checkpoint(tmp_path, capsys):
+    path = tmp_path / "junk.ckpt"
+    path.write_bytes(b"not a checkpoint")
+    status, _, err = run_cli(["evaluate", str(path)], capsys)
+    assert status == 2 and err.count("\n") == 1
+
+
+def test_module_entry_point_exit_status():
+    proc = subprocess.run([sys.executable, "-m", "scratchdet", "train", "--backbone", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "unknown backbone" in proc.stderr
+
+
+def test_demo_quick(tmp_path, capsys):
+    out = tmp_path / "demo"
+    status, stdout, _ = run_cli(["demo", "--quick", "--no-progress", "--output-dir", str(out),
+                                  "--data-root", str(tmp_path / "data")], capsys)
+    assert status == 0, stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("ap50", "ap50_small", "ap50_medium", "ap50_large", "ap50_ge24", "train_seconds",
+                "images_per_second"):
+        assert key in metrics
+    assert (out / "curves.png").exists() and (out / "model.pt").exists()
+    assert any((out / "detections").glob("grace_hopper.jpg"))
+    assert "AP50" in stdout
