@@ -53,6 +53,11 @@ __all__ = [
 ]
 
 
+def _check_num_cells(num_cells) -> None:
+    if not isinstance(num_cells, int) or isinstance(num_cells, bool) or num_cells <= 0:
+        raise ValueError(f"num_cells must be a positive int, got {num_cells!r}")
+
+
 def _locate(boxes: Tensor, image_wh: Tensor, num_cells: int) -> tuple[Tensor, Tensor, Tensor]:
     """xyxy pixel boxes [T, 4], image (w, h) [T, 2] or [2] -> (row, col, offsets [T, 2])."""
     cxcywh = box_convert(boxes, "xyxy", "cxcywh")  # (T, 4)
@@ -90,8 +95,7 @@ def assign_cells(boxes: Tensor, num_cells: int, image_size: ImageSize) -> tuple[
         face per cell that becomes the target (the largest; see module doc).
     """
     check_boxes(boxes, "xyxy", "boxes", image_size=image_size)
-    if not isinstance(num_cells, int) or num_cells <= 0:
-        raise ValueError(f"num_cells must be a positive int, got {num_cells!r}")
+    _check_num_cells(num_cells)
     h, w = image_hw(image_size)
     boxes = clip_boxes(boxes, (h, w))
     rows, cols, _ = _locate(boxes, boxes.new_tensor([w, h]), num_cells)
@@ -279,13 +283,13 @@ def gather_boxes(source) -> tuple[list[Tensor], list[tuple[int, int]]]:
     return boxes, sizes
 
 
-def _cell_ids(boxes: Sequence[Tensor], image_size) -> tuple[Tensor, Tensor, Tensor, int]:
+def _flatten_boxes(boxes: Sequence[Tensor], image_size) -> tuple[Tensor, Tensor, Tensor, int]:
     """Validate and concatenate -> (boxes [T, 4] px, image (w, h) [T, 2], image index [T], N)."""
     sizes = [image_size] * len(boxes) if isinstance(image_size, (int, tuple)) else list(image_size)
     if len(sizes) != len(boxes):
         raise ValueError(f"got {len(boxes)} box tensors but {len(sizes)} image sizes")
-    whs = []
     boxes = [torch.as_tensor(b) if isinstance(b, np.ndarray) else b for b in boxes]
+    whs = []
     for n, (b, s) in enumerate(zip(boxes, sizes)):
         h, w = image_hw(s)
         check_boxes(b, "xyxy", f"boxes[{n}]", image_size=(h, w), allow_degenerate=True)
@@ -293,6 +297,16 @@ def _cell_ids(boxes: Sequence[Tensor], image_size) -> tuple[Tensor, Tensor, Tens
     flat = torch.cat([torch.zeros(0, 4), *[b.float().cpu() for b in boxes]])  # (T, 4)
     counts = torch.tensor([len(b) for b in boxes], dtype=torch.long)
     return flat, torch.cat([torch.zeros(0, 2), *whs]), torch.repeat_interleave(counts), len(boxes)
+
+
+def _collisions(flat: Tensor, image_wh: Tensor, image_idx: Tensor, num_images: int, num_cells) -> dict:
+    _check_num_cells(num_cells)
+    rows, cols, _ = _locate(flat, image_wh, num_cells)
+    cell_id = (image_idx * num_cells + rows) * num_cells + cols  # (T,)
+    per_cell = torch.unique(cell_id, return_counts=True)[1]  # (occupied cells,) faces in each
+    faces, lost = len(cell_id), len(cell_id) - len(per_cell)
+    return {"num_cells": num_cells, "images": num_images, "faces": faces, "lost": lost,
+            "lost_fraction": lost / faces if faces else 0.0, "crowded_cells": int((per_cell > 1).sum())}
 
 
 def collision_stats(boxes: Sequence[Tensor], num_cells: int, image_size) -> dict:
@@ -312,24 +326,11 @@ def collision_stats(boxes: Sequence[Tensor], num_cells: int, image_size) -> dict
         occupied cells), ``lost_fraction`` (lost / faces, 0 without faces) and
         ``crowded_cells`` (cells holding two or more centres).
     """
-    if not isinstance(num_cells, int) or num_cells <= 0:
-        raise ValueError(f"num_cells must be a positive int, got {num_cells!r}")
-    flat, image_wh, image_idx, num_images = _cell_ids(boxes, image_size)
-    rows, cols, _ = _locate(flat, image_wh, num_cells)
-    cell_id = (image_idx * num_cells + rows) * num_cells + cols  # (T,)
-    per_cell = torch.unique(cell_id, return_counts=True)[1]  # (occupied cells,) faces in each
-    faces, occupied = len(cell_id), len(per_cell)
-    return {
-        "num_cells": num_cells,
-        "images": num_images,
-        "faces": faces,
-        "lost": faces - occupied,
-        "lost_fraction": (faces - occupied) / faces if faces else 0.0,
-        "crowded_cells": int((per_cell > 1).sum()),
-    }
+    return _collisions(*_flatten_boxes(boxes, image_size), num_cells)
 
 
 def collision_rates(boxes: Sequence[Tensor], image_size,
                     num_cells: Sequence[int] = (4, 5, 7, 8, 10, 14, 16, 20, 32)) -> list[dict]:
-    """:func:`collision_stats` for several grid sizes S, one dict per S."""
-    return [collision_stats(boxes, s, image_size) for s in num_cells]
+    """:func:`collision_stats` for several grid sizes S (boxes validated once), one dict per S."""
+    flat = _flatten_boxes(boxes, image_size)
+    return [_collisions(*flat, s) for s in num_cells]
