@@ -128,7 +128,8 @@ def test_worker_loading_is_reproducible() -> None:
     (first, _), (second, _) = _epoch(loader)[0], _epoch(loader)[0]
     assert not torch.equal(first, second)
     assert not torch.equal(first[0], first[1])
-    (again, _) = _epoch(SameImageModule(image_size=32, batch_size=6, num_workers=1, seed=2).train_dataloader())[0]
+    again_module = SameImageModule(image_size=32, batch_size=6, num_workers=1, seed=2)
+    (again, _) = _epoch(again_module.train_dataloader())[0]
     torch.testing.assert_close(first, again)
 
 

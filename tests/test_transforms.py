@@ -43,7 +43,8 @@ def test_flip_matches_hand_computed() -> None:
 
 
 def test_train_pipeline_flip_only_matches_hand_computed() -> None:
-    transform = train_transforms(64, scale=(1, 1), translate=0, flip_p=1, color_p=0, blur_p=0, noise_p=0, seed=0)
+    off = {"color_p": 0, "blur_p": 0, "noise_p": 0}
+    transform = train_transforms(64, scale=(1, 1), translate=0, flip_p=1, seed=0, **off)
     _, boxes, _ = transform(_image(64, 64), np.array([[4, 8, 20, 40]], np.float32))
     np.testing.assert_allclose(boxes, [[44, 8, 60, 40]], atol=1e-3)
 
@@ -116,7 +117,8 @@ def test_min_visibility_drops_mostly_cropped_boxes() -> None:
 def test_empty_and_out_of_image_boxes() -> None:
     image, boxes, _ = train_transforms(64, seed=0)(_image(64, 64), np.zeros((0, 4), np.float32))
     assert image.shape == (64, 64, 3) and boxes.shape == (0, 4)
-    _, boxes, _ = eval_transforms(64)(_image(64, 64), np.array([[-10, -10, 20, 20], [70, 0, 90, 9]], np.float32))
+    outside = np.array([[-10, -10, 20, 20], [70, 0, 90, 9]], np.float32)
+    _, boxes, _ = eval_transforms(64)(_image(64, 64), outside)
     np.testing.assert_allclose(boxes, [[0, 0, 20, 20]])  # clipped; the second lies outside
 
 

@@ -122,7 +122,8 @@ def test_source_drops_invalid_degenerate_and_outside(wider_root: Path) -> None:
 
 
 def test_keep_invalid_and_min_face_size(wider_root: Path) -> None:
-    np.testing.assert_array_equal(WiderFace(wider_root, keep_invalid=True)[0][1], [[10, 20, 40, 60], [50, 30, 70, 55]])
+    kept = WiderFace(wider_root, keep_invalid=True)[0][1]
+    np.testing.assert_array_equal(kept, [[10, 20, 40, 60], [50, 30, 70, 55]])
     source = WiderFace(wider_root, min_face_size=15)
     np.testing.assert_array_equal(source[2][1], [[110, 50, 120, 70]])
     assert source.report.dropped["small"] == 2  # 10 x 10 and 5 x 5
@@ -132,7 +133,8 @@ def test_val_and_test_splits(wider_root: Path) -> None:
     np.testing.assert_array_equal(WiderFace(wider_root, "val")[0][1], [[30, 30, 70, 70]])
     test = WiderFace(wider_root, "test")
     assert len(test) == 2 and test[1][1].shape == (0, 4)
-    assert [r.path for r in parse_wider_filelist(wider_root / "wider_face_split/wider_face_test_filelist.txt")] == _paths(TEST_LIST)
+    records = parse_wider_filelist(wider_root / "wider_face_split/wider_face_test_filelist.txt")
+    assert [r.path for r in records] == _paths(TEST_LIST)
 
 
 def test_torchvision_layout(tmp_path: Path) -> None:

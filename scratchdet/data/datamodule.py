@@ -53,7 +53,8 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         image, boxes = self.source[i]
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        is_array = isinstance(image, np.ndarray)
+        if not is_array or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ValueError(f"source[{i}] image must be a uint8 (H, W, 3) RGB array, got {got}")
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)  # (M, 4)
