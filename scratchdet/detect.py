@@ -1,0 +1,307 @@
+"""``scratchdet detect``: faces in an image, a folder of images, a video or a webcam.
+
+    scratchdet detect photo.jpg --checkpoint model.pt                # -> runs/detect/photo.jpg + detections.json
+    scratchdet detect photos/ --checkpoint model.pt --format csv     # every file in photos/ (not sub-folders)
+    scratchdet detect clip.mp4 --checkpoint model.pt --out out/      # -> out/clip.mp4 (annotated) + out/clip.json
+    scratchdet detect --camera 0 --checkpoint model.pt               # a window; q or Esc quits
+
+Outputs: annotated copies (boxes and scores drawn) and one JSON (or CSV) of
+boxes, xyxy pixels of each image or frame, with scores. JSON:
+``{"images": [{"file", "height", "width", "boxes": [[x1, y1, x2, y2], ...],
+"scores": [...]}], "skipped": [{"file", "error"}]}``, for videos ``"frames":
+[{"frame", "boxes", "scores"}]``; CSV: one row per box (``file`` or ``frame``,
+``x1, y1, x2, y2, score``), so images without faces have no row.
+
+A folder run tries every file, skips those that are not readable images (a
+text file, a corrupt JPEG), lists them at the end and fails (exit status 2)
+only when no image at all could be read. The grid model runs at the input size
+it was trained at (YOLO v1 normalises w, h by it and S depends on it): photos
+of any size are letterboxed to it, and ``--image-size`` is only a check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from scratchdet.data.photos import read_image
+from scratchdet.model import YoloDetector
+
+__all__ = ["VIDEO_SUFFIXES", "GUI_HELP", "load_detector", "detect_images", "detect_video", "run_camera",
+           "add_arguments", "run"]
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+GUI_HELP = ("OpenCV was installed without GUI support (opencv-python-headless, which albumentations depends "
+            "on); pip install 'opencv-python>=4.10,<5' in this environment for --camera (it replaces the "
+            "headless cv2; reinstalling albumentations may bring it back), or run detect on a video file")
+
+
+def load_detector(checkpoint: str | os.PathLike, device: str = "cpu") -> YoloDetector:
+    """A :class:`YoloDetector` from a checkpoint, in eval mode on ``device``, with one-line errors.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a readable checkpoint, or ``device`` is unknown or unavailable.
+    """
+    device = _check_device(device)
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {os.fspath(checkpoint)!r} does not exist")
+    try:
+        model = YoloDetector.from_checkpoint(checkpoint, map_location="cpu")
+    except ValueError:
+        raise
+    except Exception as error:  # torch.load raises many kinds (UnpicklingError, RuntimeError, EOFError)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"could not read checkpoint {os.fspath(checkpoint)!r}: {reason}") from None
+    return model.to(device).eval()
+
+
+def _check_device(device: str) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
+    return device
+
+
+def _detect(model: YoloDetector, image: np.ndarray, args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Boxes ``(K, 4)`` xyxy pixels of ``image`` and scores ``(K,)``, as numpy."""
+    found = model.predict(image, args.score_threshold, args.iou_threshold, args.max_detections)[0]
+    return {"boxes": found["boxes"].cpu().numpy(), "scores": found["scores"].cpu().numpy()}
+
+
+def _annotate(image: np.ndarray, found: dict[str, np.ndarray]) -> np.ndarray:
+    """RGB image -> BGR copy with the boxes and scores drawn (for OpenCV to write or show)."""
+    from scratchdet.viz import draw_boxes
+
+    return cv2.cvtColor(draw_boxes(image, found["boxes"], found["scores"]), cv2.COLOR_RGB2BGR)
+
+
+def _record(found: dict[str, np.ndarray], **fields) -> dict:
+    return {**fields, "boxes": np.round(found["boxes"], 2).tolist(),
+            "scores": np.round(found["scores"], 4).tolist()}
+
+
+def _progress(items, args: argparse.Namespace, desc: str, total: int | None = None):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, total=total, unit="image" if desc == "images" else "frame",
+                disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
+
+
+def detect_images(model: YoloDetector, paths: list[Path], out_dir: Path, args: argparse.Namespace) -> dict:
+    """Detect in image files, write annotated copies and ``detections.json`` (or ``.csv``).
+
+    Files that cannot be read are skipped and listed under ``"skipped"``.
+
+    Returns:
+        ``{"images": [record per image read], "skipped": [{"file", "error"}], "output": path}``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records, skipped = [], []
+    for path in _progress(paths, args, "images"):
+        try:
+            image = read_image(path)
+        except OSError as error:  # FileNotFoundError too (a file removed meanwhile)
+            skipped.append({"file": str(path), "error": str(error)})
+            continue
+        found = _detect(model, image, args)
+        writable = path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")
+        target = out_dir / (path.name if writable else path.name + ".png")
+        if not cv2.imwrite(str(target), _annotate(image, found)):
+            raise OSError(f"could not write {target}")
+        records.append(_record(found, file=str(path), height=image.shape[0], width=image.shape[1]))
+    output = out_dir / f"detections.{args.format}"
+    _write(output, {"images": records, "skipped": skipped}, "file", args.format)
+    return {"images": records, "skipped": skipped, "output": str(output)}
+
+
+def _write(path: Path, document: dict, key: str, fmt: str) -> None:
+    """The JSON document, or a CSV of one row per box keyed by ``key`` (file or frame)."""
+    if fmt == "json":
+        path.write_text(json.dumps(document, indent=1) + "\n")
+        return
+    rows = document["images" if key == "file" else "frames"]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([key, "x1", "y1", "x2", "y2", "score"])
+        for row in rows:
+            writer.writerows([row[key], *box, score] for box, score in zip(row["boxes"], row["scores"]))
+
+
+def _open_video(path: Path) -> tuple[cv2.VideoCapture, np.ndarray]:
+    """A capture positioned after its first frame, and that frame (BGR); one-line errors."""
+    capture = cv2.VideoCapture(str(path))
+    ok, frame = capture.read() if capture.isOpened() else (False, None)
+    if not ok or frame is None:
+        capture.release()
+        raise OSError(f"could not read video {path}: not a video file, corrupt, or a codec OpenCV lacks")
+    return capture, frame
+
+
+def detect_video(model: YoloDetector, path: Path, out_dir: Path, args: argparse.Namespace) -> dict:
+    """Detect in every frame of a video; write ``<stem>.mp4`` (mp4v, annotated) and ``<stem>.json``/``.csv``.
+
+    Returns:
+        ``{"frames": number read, "fps", "video": annotated path, "output": detections path}``.
+    """
+    capture, frame = _open_video(path)
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if np.isfinite(fps) and fps > 0 else 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    video_out = out_dir / f"{path.stem}.mp4"
+    _check_not_overwriting(path, video_out)
+    height, width = frame.shape[:2]
+    writer = cv2.VideoWriter(str(video_out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        capture.release()
+        raise OSError(f"could not write video {video_out} with the mp4v codec")
+    frames = []
+    try:
+        with _progress(None, args, "frames", total) as bar:
+            while frame is not None:
+                image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                found = _detect(model, image, args)
+                writer.write(_annotate(image, found))
+                frames.append(_record(found, frame=len(frames)))
+                bar.update()
+                ok, frame = capture.read()
+                frame = frame if ok else None
+    finally:
+        capture.release()
+        writer.release()
+    output = out_dir / f"{path.stem}.{args.format}"
+    _write(output, {"video": str(path), "fps": fps, "height": height, "width": width, "frames": frames},
+           "frame", args.format)
+    return {"frames": len(frames), "fps": fps, "video": str(video_out), "output": str(output)}
+
+
+def _check_gui() -> None:
+    """Raise ``RuntimeError`` (one line) unless OpenCV can open a window here."""
+    gui = [line for line in cv2.getBuildInformation().splitlines() if line.strip().startswith("GUI:")]
+    if gui and gui[0].split(":", 1)[1].strip().upper() == "NONE":
+        raise RuntimeError(GUI_HELP)
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise RuntimeError("--camera opens a window, but there is no display here (DISPLAY is not set)")
+    try:
+        cv2.namedWindow("scratchdet", cv2.WINDOW_NORMAL)
+    except cv2.error as error:
+        raise RuntimeError(f"{GUI_HELP} (cv2: {str(error).strip().splitlines()[0]})") from None
+
+
+def run_camera(model: YoloDetector, index: int, args: argparse.Namespace) -> int:
+    """Show webcam ``index`` with detections in a window until q or Esc; return the frames shown."""
+    _check_gui()
+    capture = cv2.VideoCapture(index)
+    if not capture.isOpened():
+        cv2.destroyAllWindows()
+        raise OSError(f"could not open camera {index} (is one connected, and free?)")
+    shown = 0
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            cv2.imshow("scratchdet", _annotate(image, _detect(model, image, args)))
+            shown += 1
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                break
+    finally:
+        capture.release()
+        cv2.destroyAllWindows()
+    return shown
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``scratchdet detect SOURCE --checkpoint CKPT ...``."""
+    parser.add_argument("source", nargs="?", default=None, help="an image, a folder of images, or a video file")
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt from training or a YoloDetector.save file")
+    parser.add_argument("--out", default="runs/detect", help="output folder (default: runs/detect)")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="minimum score (default: 0.3)")
+    parser.add_argument("--iou-threshold", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
+    parser.add_argument("--max-detections", type=int, default=100, help="per image (default: 100)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="network input size; must equal the model's (photos are letterboxed to it)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
+    parser.add_argument("--camera", type=int, default=None, metavar="N", help="webcam N in a window instead of SOURCE")
+    parser.add_argument("--format", default="json", choices=("json", "csv"), help="detections file (default: json)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check_not_overwriting(source: Path, target: Path) -> None:
+    if source.resolve() == target.resolve():
+        raise ValueError(f"--out {target.parent} would overwrite the source {source}; choose another --out")
+
+
+def _check_args(args: argparse.Namespace, model: YoloDetector) -> None:
+    size = model.config.image_size
+    if args.image_size is not None and args.image_size != size:
+        raise ValueError(f"--image-size {args.image_size}: this model runs at {size} px (it was trained so, and "
+                         f"its grid S={model.config.num_cells} and box sizes are fixed by it); photos of any size "
+                         f"are letterboxed to {size}. Omit --image-size, or train at {args.image_size}")
+    if args.format not in ("json", "csv"):
+        raise ValueError(f"--format must be json or csv, got {args.format!r}")
+
+
+def _image_paths(source: Path, out_dir: Path) -> list[Path]:
+    if not source.is_dir():
+        return [source]
+    if source.resolve() == out_dir.resolve():
+        raise ValueError(f"--out {out_dir} is the source folder; annotated copies would overwrite the photos")
+    paths = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not paths:
+        raise ValueError(f"folder {source} holds no files")
+    return paths
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run ``scratchdet detect`` as parsed by a parser set up with :func:`add_arguments`."""
+    if (args.source is None) == (args.camera is None):
+        raise ValueError("give either SOURCE (an image, folder or video) or --camera N, not both or neither")
+    source = None if args.source is None else Path(args.source)
+    if source is not None and not source.exists():
+        raise FileNotFoundError(f"no such file or folder: {source}")
+    model = load_detector(args.checkpoint, args.device)
+    _check_args(args, model)
+    out_dir = Path(args.out)
+    if source is None:
+        print(f"camera {args.camera}: {run_camera(model, args.camera, args)} frames")
+    elif source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
+        result = detect_video(model, source, out_dir, args)
+        print(f"{result['frames']} frames -> {result['video']}, detections in {result['output']}")
+    else:
+        paths = _image_paths(source, out_dir)
+        if source.is_file():
+            _check_not_overwriting(source, out_dir / source.name)
+        result = detect_images(model, paths, out_dir, args)
+        _report(result, source)
+
+
+def _report(result: dict, source: Path) -> None:
+    """Print the summary and the skipped files; raise when nothing could be read."""
+    images, skipped = result["images"], result["skipped"]
+    if not images and source.is_file():
+        raise OSError(skipped[0]["error"])
+    faces = sum(len(r["scores"]) for r in images)
+    print(f"{len(images)} images, {faces} faces -> {Path(result['output']).parent}/, detections in {result['output']}")
+    if skipped:
+        print(f"skipped {len(skipped)} of {len(images) + len(skipped)} files:")
+        for item in skipped:
+            print(f"  {item['file']}: {item['error']}")
+    if not images:
+        raise OSError(f"no image in {source} could be read ({len(skipped)} files skipped; first: "
+                      f"{skipped[0]['error']})")
