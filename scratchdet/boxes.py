@@ -31,6 +31,7 @@ __all__ = [
     "denormalize_boxes",
     "box_area",
     "box_iou",
+    "box_iou_paired",
     "clip_boxes",
     "check_boxes",
     "image_hw",
@@ -176,15 +177,17 @@ def box_area(boxes: Tensor) -> Tensor:
     return wh[..., 0] * wh[..., 1]
 
 
-def _box_inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    area1 = box_area(boxes1)  # (M,)
-    area2 = box_area(boxes2)  # (K,)
-    top_left = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # (M, K, 2)
-    bottom_right = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])  # (M, K, 2)
-    wh = (bottom_right - top_left).clamp(min=0)  # (M, K, 2)
-    inter = wh[..., 0] * wh[..., 1]  # (M, K)
-    union = area1[:, None] + area2[None, :] - inter  # (M, K)
-    return inter, union
+def _inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union of xyxy boxes ``[..., 4]`` that broadcast together."""
+    top_left = torch.maximum(boxes1[..., :2], boxes2[..., :2])
+    bottom_right = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter, box_area(boxes1) + box_area(boxes2) - inter
+
+
+def _safe_divide(inter: Tensor, union: Tensor) -> Tensor:
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -201,8 +204,20 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
         if b.ndim != 2 or b.shape[-1] != 4:
             raise ValueError(f"{name} must have shape [M, 4], got {list(b.shape)}")
-    inter, union = _box_inter_union(boxes1, boxes2)
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+    inter, union = _inter_union(boxes1[:, None, :], boxes2[None, :, :])  # (M, K) each
+    return _safe_divide(inter, union)
+
+
+def box_iou_paired(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of corresponding xyxy boxes: ``Tensor[..., 4]`` x ``Tensor[..., 4]`` -> ``Tensor[...]``.
+
+    The leading dimensions broadcast (e.g. ``(N, S, S, B, 4)`` against
+    ``(N, S, S, 1, 4)``); unlike :func:`box_iou` it does not form all pairs.
+    Zero-area pairs give 0, not NaN.
+    """
+    if boxes1.shape[-1:] != (4,) or boxes2.shape[-1:] != (4,):
+        raise ValueError(f"boxes must have shape [..., 4], got {list(boxes1.shape)} and {list(boxes2.shape)}")
+    return _safe_divide(*_inter_union(boxes1, boxes2))
 
 
 def clip_boxes(boxes: Tensor, image_size: ImageSize) -> Tensor:

@@ -35,22 +35,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scratchdet.boxes import box_area
+from scratchdet.boxes import box_iou_paired
 from scratchdet.config import DetectorConfig
 from scratchdet.grid import cells_to_boxes
 
 __all__ = ["LOSS_TERMS", "yolo_loss", "responsible_mask"]
 
 LOSS_TERMS = ("xy", "wh", "obj", "noobj", "total")
-
-
-def _paired_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of corresponding xyxy boxes ``[..., 4]`` and ``[..., 4]`` (broadcast) -> ``[...]``."""
-    top_left = torch.maximum(boxes1[..., :2], boxes2[..., :2])
-    bottom_right = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
-    union = box_area(boxes1) + box_area(boxes2) - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
 
 
 def _check_inputs(pred: Tensor, targets: Tensor, config: DetectorConfig) -> None:
@@ -98,7 +89,7 @@ def _responsible(cells: Tensor, targets: Tensor, num_cells: int) -> tuple[Tensor
     pred_boxes = cells_to_boxes(cells[..., 0:2], cells[..., 2:4].square(), num_cells)  # (N, S, S, B, 4)
     face = targets[..., None, :]  # (N, S, S, 1, 5)
     face_boxes = cells_to_boxes(face[..., 0:2], face[..., 2:4], num_cells)  # (N, S, S, 1, 4)
-    iou = _paired_iou(pred_boxes, face_boxes)  # (N, S, S, B)
+    iou = box_iou_paired(pred_boxes, face_boxes)  # (N, S, S, B)
     dist = (cells[..., 0:2] - face[..., 0:2]).square().sum(-1)  # (N, S, S, B) centre distance^2
     best = torch.where(iou.amax(-1) > 0, iou.argmax(-1), dist.argmin(-1))  # (N, S, S)
     one_hot = torch.nn.functional.one_hot(best, cells.shape[-2]).bool()  # (N, S, S, B)

@@ -162,3 +162,18 @@ def test_check_boxes_formats_and_image_bounds():
         check_boxes(torch.tensor([[15.0, 2.0, 21.0, 5.0]]), image_size=(10, 20))
     with pytest.raises(TypeError, match="torch.Tensor"):
         check_boxes([[0, 0, 1, 1]])
+
+
+def test_box_iou_paired_is_the_diagonal_of_box_iou_and_broadcasts():
+    from scratchdet.boxes import box_iou_paired
+
+    a, b = random_boxes(30, seed=3), random_boxes(30, seed=4)
+    torch.testing.assert_close(box_iou_paired(a, b), torch.diag(box_iou(a, b)))
+    grid = a.reshape(2, 3, 5, 4)
+    out = box_iou_paired(grid, b[:5])  # (2, 3, 5) against (5,)
+    assert out.shape == (2, 3, 5)
+    torch.testing.assert_close(out[1, 2], torch.diag(box_iou(grid[1, 2], b[:5])))
+    z = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+    assert box_iou_paired(z, z).item() == 0.0
+    with pytest.raises(ValueError, match=r"\[\.\.\., 4\]"):
+        box_iou_paired(torch.zeros(2, 3), torch.zeros(2, 4))
