@@ -11,6 +11,7 @@ Taught in ``notebooks/02_data.ipynb``.
 """
 
 from scratchdet.data.datamodule import DATASETS, DetectionDataset, FaceDataModule, collate_detections
+from scratchdet.data.synthfaces import SynthFaces, dataset_statistics
 from scratchdet.data.transforms import (
     DetectionTransform,
     eval_transforms,
@@ -35,10 +36,12 @@ __all__ = [
     "DetectionTransform",
     "FaceDataModule",
     "ParseReport",
+    "SynthFaces",
     "WiderFace",
     "WiderFormatError",
     "WiderRecord",
     "collate_detections",
+    "dataset_statistics",
     "download_wider",
     "eval_transforms",
     "find_wider_root",
