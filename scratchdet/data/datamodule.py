@@ -57,7 +57,11 @@ class DetectionDataset(Dataset):
         if not is_array or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ValueError(f"source[{i}] image must be a uint8 (H, W, 3) RGB array, got {got}")
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)  # (M, 4)
+        boxes = np.asarray(boxes, dtype=np.float32)
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        elif boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"source[{i}] boxes must have shape (M, 4) xyxy pixels, got {boxes.shape}")
         if self.transform is not None:
             image, boxes = self.transform(image, boxes)[:2]
         image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (3, H, W)
