@@ -50,7 +50,7 @@ from scratchdet.grid import decode_grid
 from scratchdet.model import PAD_VALUE, YoloDetector
 
 __all__ = ["ONNX_OPSET", "EndToEndDetector", "export_torchscript", "load_torchscript", "export_onnx", "onnx_session",
-           "onnx_postprocess", "torchscript_parity", "onnx_parity", "add_arguments", "run"]
+           "onnx_postprocess", "onnx_detect", "torchscript_parity", "onnx_parity", "add_arguments", "run"]
 
 ONNX_OPSET = 18
 FORMATS = ("torchscript", "onnx")
@@ -81,6 +81,13 @@ def _letterbox(image: Tensor, size: int, pad_value: float) -> Tuple[Tensor, floa
     return padded, new_w / w, new_h / h  # (3, size, size), scale_x, scale_y
 
 
+def _area(boxes: Tensor) -> Tensor:
+    """:func:`scratchdet.boxes.box_area` for ``Tensor[K, 4]``, kept here so the scripted code
+    depends on no other module staying TorchScript-able (tests check they are equal)."""
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)  # (K, 2)
+    return wh[:, 0] * wh[:, 1]
+
+
 def _greedy_nms(boxes: Tensor, iou_threshold: float) -> Tensor:
     """Keep mask ``BoolTensor[K]`` of greedy NMS on boxes already sorted by decreasing score.
 
@@ -90,7 +97,7 @@ def _greedy_nms(boxes: Tensor, iou_threshold: float) -> Tensor:
     reached from "all survive" in at most K rounds (usually 2-4), as in
     :mod:`scratchdet.nms`.
     """
-    area = box_area(boxes)  # (K,)
+    area = _area(boxes)  # (K,)
     lt = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])  # (K, K, 2)
     rb = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
     wh = (rb - lt).clamp(min=0)
@@ -150,7 +157,7 @@ class EndToEndDetector(nn.Module):
         photo = boxes[kept] / scale  # (K, 4) photo pixels
         photo = torch.stack([photo[:, 0].clamp(0, width), photo[:, 1].clamp(0, height),
                              photo[:, 2].clamp(0, width), photo[:, 3].clamp(0, height)], dim=1)
-        inside = box_area(photo) > 0  # boxes that lay in the padding only
+        inside = _area(photo) > 0  # boxes that lay in the padding only
         return photo[inside], scores[kept][inside]
 
 
@@ -233,6 +240,26 @@ def onnx_postprocess(grid: np.ndarray, config: DetectorConfig, score_threshold: 
 
     return postprocess(torch.from_numpy(np.asarray(grid, dtype=np.float32)), config, score_threshold,
                        iou_threshold, max_detections)
+
+
+def onnx_detect(session, config: DetectorConfig, image: np.ndarray, score_threshold: float = 0.25,
+                iou_threshold: float = 0.45, max_detections: int = 100) -> dict[str, Tensor]:
+    """:meth:`YoloDetector.predict` for one photo, with ONNX Runtime running the grid model.
+
+    Args:
+        session: from :func:`onnx_session`; config: the exported model's config.
+        image: numpy ``uint8 (H, W, 3)`` RGB photo of any size.
+
+    Returns:
+        ``{"boxes": Tensor[K, 4] xyxy pixels of the photo, "scores": Tensor[K]}``.
+    """
+    from scratchdet.model import _as_image_list, _to_photo, letterbox  # predict's own steps
+
+    photo = _as_image_list(image)[0]  # (3, H, W) float in [0, 1]
+    padded, scale = letterbox(photo, config.image_size)  # (3, size, size)
+    grid = session.run(["grid"], {"images": padded[None].numpy()})[0]  # (1, S, S, B*5)
+    found = onnx_postprocess(grid, config, score_threshold, iou_threshold, max_detections)[0]
+    return _to_photo(found, scale, tuple(photo.shape[-2:]))
 
 
 def _cpu_eval_copy(model: YoloDetector) -> YoloDetector:

@@ -12,6 +12,7 @@ import torch
 import torchvision
 
 from scratchdet import export
+from scratchdet.boxes import box_area
 from scratchdet.config import DetectorConfig
 from scratchdet.model import YoloDetector, letterbox
 
@@ -56,6 +57,11 @@ def test_script_letterbox_equals_model_letterbox(hw):
     padded, scale_x, scale_y = torch.jit.script(export._letterbox)(image, 64, 114 / 255)
     torch.testing.assert_close(padded, expected, rtol=0, atol=0)
     assert (scale_x, scale_y) == (sx, sy)
+
+
+def test_script_area_equals_box_area():
+    boxes = torch.rand(50, 4, generator=torch.Generator().manual_seed(0)) * 20  # some degenerate
+    torch.testing.assert_close(torch.jit.script(export._area)(boxes), box_area(boxes), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("iou_threshold", [0.0, 0.3, 0.5, 0.9])
