@@ -1,0 +1,236 @@
+"""Matching, precision/recall and AP: hand-computed cases, edge cases, and torchmetrics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from scratchdet.evaluation import (
+    COCO_IOU_THRESHOLDS,
+    average_precision,
+    collect_predictions,
+    evaluate_by_crowd,
+    evaluate_by_size,
+    evaluate_detections,
+    evaluate_detector,
+    match_detections,
+    precision_recall,
+)
+
+
+def box(x, y, w, h):
+    return [float(x), float(y), float(x + w), float(y + h)]
+
+
+# Image 1: two faces. Detections: 0.9 on face A (TP), 0.8 a duplicate on A (FP),
+# 0.7 on face B (TP), 0.6 on nothing (FP). Image 2: one face, no detection.
+FACE_A, FACE_B = box(0, 0, 10, 10), box(50, 50, 20, 20)
+HAND_PREDS = [
+    {"boxes": torch.tensor([box(1, 1, 10, 10), box(0, 0, 10, 11), box(52, 50, 20, 20), box(90, 0, 5, 5)]),
+     "scores": torch.tensor([0.9, 0.8, 0.7, 0.6])},
+    {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0)},
+]
+HAND_GTS = [torch.tensor([FACE_A, FACE_B]), torch.tensor([box(0, 0, 30, 30)])]
+
+
+def test_hand_computed_curve_and_ap():
+    out = evaluate_detections(HAND_PREDS, HAND_GTS, iou_thresholds=(0.5,))
+    np.testing.assert_allclose(out["precision"], [1, 1 / 2, 2 / 3, 1 / 2])
+    np.testing.assert_allclose(out["recall"], [1 / 3, 1 / 3, 2 / 3, 2 / 3])
+    assert (out["tp"], out["fp"], out["num_gt"], out["num_detections"]) == (2, 2, 3, 4)
+    assert out["ap50"] == pytest.approx(1 / 3 * 1 + 1 / 3 * 2 / 3)  # all-point: 5/9
+    assert "ap50_95" not in out
+
+
+@pytest.mark.parametrize("method, expected", [("all_point", 5 / 9), ("11_point", 6 / 11), ("coco101", 56 / 101)])
+def test_ap_methods_by_hand(method, expected):
+    # 11 points: recall 0-0.3 -> 1, 0.4-0.6 -> 2/3, 0.7-1 -> 0. 101 points: 34 x 1, 33 x 2/3, 34 x 0.
+    precision, recall = np.array([1, 1 / 2, 2 / 3, 1 / 2]), np.array([1 / 3, 1 / 3, 2 / 3, 2 / 3])
+    assert average_precision(recall, precision, method) == pytest.approx(expected)
+
+
+def test_match_detections_greedy_by_score():
+    gt = torch.tensor([FACE_A, FACE_B])
+    # Unsorted input: the 0.95 box overlaps A (IoU 0.68), the 0.9 box overlaps A better (1.0).
+    boxes = torch.tensor([box(0, 0, 10, 10), box(52, 50, 20, 20), box(1, 1, 10, 10)])
+    result = match_detections(boxes, torch.tensor([0.9, 0.3, 0.95]), gt)
+    assert result.order.tolist() == [2, 0, 1]
+    assert result.tp.tolist() == [True, False, True]  # A is taken by the better-scored box
+    assert result.gt_index.tolist() == [0, -1, 1]
+    assert result.ignored.tolist() == [False, False, False]
+
+
+def test_duplicate_takes_the_next_best_free_face():
+    # One detection overlaps both faces; the better one took face 0, so it gets face 1.
+    gt = torch.tensor([box(0, 0, 10, 10), box(2, 0, 10, 10)])
+    boxes = torch.tensor([box(0, 0, 10, 10), box(1, 0, 10, 10)])
+    result = match_detections(boxes, torch.tensor([0.9, 0.8]), gt)
+    assert result.gt_index.tolist() == [0, 1] and result.tp.all()
+
+
+def test_iou_exactly_at_threshold_matches():
+    gt = torch.tensor([box(0, 0, 10, 10)])
+    half = torch.tensor([box(0, 0, 20, 10)])  # IoU = 100 / 200 = 0.5
+    assert match_detections(half, torch.tensor([1.0]), gt, iou_threshold=0.5).tp.tolist() == [True]
+    assert match_detections(half, torch.tensor([1.0]), gt, iou_threshold=0.51).tp.tolist() == [False]
+
+
+def test_ignored_faces_are_neither_tp_nor_fp():
+    gt = torch.tensor([FACE_A, FACE_B])
+    boxes = torch.tensor([box(50, 50, 20, 20), box(51, 50, 20, 20), box(0, 0, 10, 10)])
+    result = match_detections(boxes, torch.tensor([0.9, 0.8, 0.7]), gt, gt_ignore=torch.tensor([False, True]))
+    assert result.ignored.tolist() == [True, False, False]  # matched the ignored face B
+    assert result.tp.tolist() == [False, False, True]  # second on B: B is taken, so a false positive
+    out = evaluate_detections([{"boxes": boxes, "scores": torch.tensor([0.9, 0.8, 0.7])}], [gt],
+                              iou_thresholds=(0.5,), gt_ignore=[torch.tensor([False, True])])
+    assert (out["num_gt"], out["tp"], out["fp"]) == (1, 1, 1)
+
+
+def test_prefers_a_face_that_counts_over_an_ignored_one():
+    gt = torch.tensor([box(0, 0, 10, 10), box(1, 0, 10, 10)])  # face 1 ignored, overlaps best
+    result = match_detections(torch.tensor([box(1, 0, 10, 10)]), torch.tensor([1.0]), gt,
+                              gt_ignore=torch.tensor([False, True]))
+    assert result.gt_index.tolist() == [0] and result.tp.tolist() == [True]
+
+
+def test_no_detections_gives_zero_ap():
+    preds = [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0)}] * 2
+    out = evaluate_detections(preds, HAND_GTS)
+    assert out["ap50"] == 0.0 and out["ap50_95"] == 0.0 and out["num_gt"] == 3 and out["fp"] == 0
+
+
+def test_no_ground_truth_gives_nan_ap_and_counts_false_positives():
+    out = evaluate_detections(HAND_PREDS, [torch.zeros(0, 4), np.zeros((0, 4), np.float32)])
+    assert math.isnan(out["ap50"]) and out["fp"] == 4 and out["num_gt"] == 0
+    out = evaluate_detections([], [])
+    assert math.isnan(out["ap50"]) and out["num_images"] == 0
+
+
+def test_perfect_detector_scores_one():
+    out = evaluate_detections([{"boxes": g, "scores": torch.ones(len(g))} for g in HAND_GTS], HAND_GTS)
+    assert out["ap50"] == 1.0 and out["ap50_95"] == 1.0
+
+
+def test_size_range_ignores_faces_and_detections_outside():
+    gt = torch.tensor([box(0, 0, 10, 10), box(50, 50, 40, 40)])  # sizes 10 and 40
+    preds = [{"boxes": torch.tensor([box(0, 0, 10, 10), box(50, 50, 40, 40), box(100, 100, 8, 8)]),
+              "scores": torch.tensor([0.9, 0.8, 0.95])}]
+    small = evaluate_detections(preds, [gt], iou_thresholds=(0.5,), size_range=(0, 16))
+    assert (small["num_gt"], small["tp"], small["fp"], small["num_detections"]) == (1, 1, 1, 3)
+    large = evaluate_detections(preds, [gt], iou_thresholds=(0.5,), size_range=(16, 1e9))
+    # the small face and the unmatched 8 px detection are ignored: a perfect score
+    assert (large["num_gt"], large["tp"], large["fp"], large["ap50"]) == (1, 1, 0, 1.0)
+
+
+def test_max_detections_keeps_the_best():
+    preds = [{"boxes": torch.tensor([box(90, 90, 5, 5), FACE_A]), "scores": torch.tensor([0.9, 0.1])}]
+    out = evaluate_detections(preds, [torch.tensor([FACE_A])], iou_thresholds=(0.5,), max_detections=1)
+    assert (out["tp"], out["fp"]) == (0, 1)
+
+
+def test_precision_recall_drops_ignored_and_sorts_stably():
+    precision, recall, scores = precision_recall([0.5, 0.9, 0.5, 0.7], [True, False, False, True], 4,
+                                                 ignored=[False, False, False, True])
+    np.testing.assert_allclose(scores, [0.9, 0.5, 0.5])
+    np.testing.assert_allclose(precision, [0, 1 / 2, 1 / 3])
+    np.testing.assert_allclose(recall, [0, 1 / 4, 1 / 4])
+
+
+def test_evaluate_by_size_and_crowd_keys():
+    out = evaluate_by_size(HAND_PREDS, HAND_GTS)
+    assert set(out) == {"ap50", "num_gt", "ap50_small", "ap50_medium", "ap50_large", "ap50_ge24",
+                        "num_gt_small", "num_gt_medium", "num_gt_large", "num_gt_ge24"}
+    assert out["num_gt_small"] == 1 and out["num_gt_medium"] == 2 and out["num_gt_large"] == 0
+    assert math.isnan(out["ap50_large"]) and out["ap50"] == pytest.approx(5 / 9)
+    crowd = evaluate_by_crowd(HAND_PREDS, HAND_GTS)
+    assert crowd["num_images_single"] == 1 and crowd["num_images_few"] == 1
+    assert crowd["ap50_single"] == 0.0 and crowd["num_images_crowd"] == 0 and math.isnan(crowd["ap50_crowd"])
+
+
+def test_evaluate_detector_on_a_source():
+    source = [(np.zeros((100, 100, 3), np.uint8), np.asarray(g, np.float32)) for g in HAND_GTS]
+
+    def nothing(image):
+        assert image.shape == (100, 100, 3)
+        return {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0)}
+
+    preds, gts, seconds = collect_predictions(nothing, source, max_images=1)
+    assert len(preds) == len(gts) == 1 and seconds >= 0
+    assert torch.equal(gts[0], HAND_GTS[0])
+    out = evaluate_detector(nothing, source)
+    assert out["ap50"] == 0.0 and out["num_images"] == 2 and "ap50_95" in out and "ap50_crowd" in out
+
+
+@pytest.mark.parametrize(
+    "preds, gts, kwargs, error, match",
+    [
+        (HAND_PREDS, HAND_GTS[:1], {}, ValueError, "predictions for 2 images but ground truth for 1"),
+        ([{"boxes": torch.zeros(0, 4)}], [torch.zeros(0, 4)], {}, TypeError, r"predictions\[0\] must be a dict"),
+        ([{"boxes": torch.zeros(2, 4), "scores": torch.zeros(3)}], [torch.zeros(0, 4)], {}, ValueError,
+         r"predictions\[0\]\['scores'\] must have shape \[K\] = \[2\]"),
+        ([{"boxes": torch.zeros(1, 4), "scores": torch.tensor([float("nan")])}], [torch.zeros(0, 4)], {},
+         ValueError, "must be finite"),
+        ([{"boxes": torch.zeros(1, 5), "scores": torch.zeros(1)}], [torch.zeros(0, 4)], {}, ValueError,
+         r"shape \[M, 4\]"),
+        (HAND_PREDS, [torch.zeros(1, 3), torch.zeros(0, 4)], {}, ValueError, r"ground_truths\[0\] must have shape"),
+        (HAND_PREDS, HAND_GTS, {"method": "voc"}, ValueError, "method must be one of"),
+        (HAND_PREDS, HAND_GTS, {"iou_thresholds": (0.5, 1.5)}, ValueError, r"IoU thresholds must be numbers in \[0, 1\]"),
+        (HAND_PREDS, HAND_GTS, {"gt_ignore": [None]}, ValueError, "gt_ignore must have one entry per image"),
+    ],
+)
+def test_bad_input(preds, gts, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        evaluate_detections(preds, gts, **kwargs)
+
+
+def test_match_detections_bad_input():
+    with pytest.raises(ValueError, match="one number"):
+        match_detections(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 4), iou_threshold=(0.5, 0.6))
+    with pytest.raises(ValueError, match="gt_ignore must have one flag per face"):
+        match_detections(torch.zeros(0, 4), torch.zeros(0), torch.zeros(2, 4), gt_ignore=[True])
+
+
+# ------------------------------------------------------------ torchmetrics
+
+def random_case(seed, images=30, realistic=True):
+    """Faces of 4-150 px; detections = jittered faces (sometimes twice) + false positives."""
+    g = torch.Generator().manual_seed(seed)
+    preds, gts = [], []
+    for _ in range(images):
+        m = int(torch.randint(0, 9, (1,), generator=g))
+        xy = torch.rand(m, 2, generator=g) * 300
+        gt = torch.cat([xy, xy + torch.rand(m, 2, generator=g) * 150 + 4], dim=1)
+        copies = gt.repeat(int(torch.randint(0, 3, (1,), generator=g)), 1) if realistic else gt[:0]
+        jittered = copies + torch.randn(copies.shape, generator=g) * (copies[:, 2:] - copies[:, :2]).repeat(1, 2) * 0.1
+        fxy = torch.rand(6, 2, generator=g) * 300
+        det = torch.cat([jittered, torch.cat([fxy, fxy + torch.rand(6, 2, generator=g) * 100 + 4], dim=1)])
+        det = torch.cat([torch.minimum(det[:, :2], det[:, 2:] - 1), torch.maximum(det[:, 2:], det[:, :2] + 1)], 1)
+        preds.append({"boxes": det, "scores": torch.rand(len(det), generator=g)})
+        gts.append(gt)
+    return preds, gts
+
+
+def torchmetrics_map(preds, gts):
+    detection = pytest.importorskip("torchmetrics.detection")
+    pytest.importorskip("faster_coco_eval")
+    metric = detection.MeanAveragePrecision(iou_type="bbox", backend="faster_coco_eval")
+    label = lambda n: torch.zeros(n, dtype=torch.long)  # noqa: E731
+    metric.update([dict(p, labels=label(len(p["boxes"]))) for p in preds],
+                  [{"boxes": g, "labels": label(len(g))} for g in gts])
+    return {k: float(v) for k, v in metric.compute().items() if k.startswith("map")}
+
+
+@pytest.mark.parametrize("seed, realistic", [(0, True), (1, True), (2, False)])
+def test_agrees_with_torchmetrics(seed, realistic):
+    preds, gts = random_case(seed, realistic=realistic)
+    ref = torchmetrics_map(preds, gts)
+    ours = evaluate_detections(preds, gts, COCO_IOU_THRESHOLDS, method="coco101", max_detections=100)
+    assert ours["ap50"] == pytest.approx(ref["map_50"], abs=1e-3)
+    assert ours["ap50_95"] == pytest.approx(ref["map"], abs=1e-3)
+    assert ours["ap_per_iou"][0.75] == pytest.approx(ref["map_75"], abs=1e-3)
+    for name, size_range in (("small", (0, 32)), ("medium", (32, 96)), ("large", (96, 1e5))):
+        by_size = evaluate_detections(preds, gts, method="coco101", size_range=size_range)
+        assert by_size["ap50_95"] == pytest.approx(ref[f"map_{name}"], abs=1e-3), name
+    if realistic:
+        assert ref["map_50"] > 0.2  # the case is not degenerate
