@@ -101,7 +101,7 @@ def test_scene_variety(val_samples):
 @pytest.mark.parametrize("angle", [0.0, 12.0, -25.0, 25.0])
 @pytest.mark.parametrize("half_width", [3.0, 10.0, 40.0])
 def test_face_box_is_the_tight_box_of_the_drawn_oval(angle, half_width):
-    face = _draw.Face(64.3, 70.8, half_width, 1.3 * half_width, angle, 0.0, (1, 1, 1), (1, 1, 1), 0, [0.0] * 24)
+    face = _draw.Face(64.3, 70.8, half_width, 1.3 * half_width, angle, 0.0, (1, 1, 1), (1, 1, 1), 0, [])
     mask = np.zeros((160, 160), np.uint8)
     face.ell(mask, 0, 0, 1, 1, 1, line=cv2.LINE_8)
     ys, xs = np.nonzero(mask)
@@ -127,7 +127,7 @@ def test_later_drawing_hides_earlier_faces():
     img = np.zeros((64, 64, 3), np.uint8)
     owner = np.zeros((64, 64), np.uint8)
     back, front = _face(30, 30, 8), _face(34, 32, 9)
-    drawn = [_draw.draw_head(img, owner, 1, back, body=False), _draw.draw_head(img, owner, 2, front, body=False)]
+    drawn = [_draw.draw_face(img, owner, k + 1, f, body=False) for k, f in enumerate((back, front))]
     visible = np.bincount(owner.ravel(), minlength=3)[1:]
     assert visible[1] == drawn[1] and 0 < visible[0] < 0.5 * drawn[0]
 

@@ -8,8 +8,8 @@ random access needs no state. Splits are disjoint by construction (different
 
 * ``"portrait"``: one face of 33-72% of the image side, sometimes cut by the border;
 * ``"group"``: 2-7 people in one or two rows, 8-30% of the side;
-* ``"crowd"``: rows of 12-120 small faces in perspective, from ~8 px at 256 px;
-* ``"mixed"``: one to three large faces in front of a small crowd;
+* ``"crowd"``: rows of small faces in perspective (about 10 to 90, from 7 px at 256 px);
+* ``"mixed"``: one to three large faces in front of a band of small ones;
 * ``"empty"``: no face, only background and face-like distractors.
 
 Faces have varied skin tones, hair styles and colours, eyes (sometimes closed),
@@ -40,7 +40,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,9 @@ SCENE_TYPES = ("portrait", "group", "crowd", "mixed", "empty")
 SCENE_WEIGHTS = (0.2, 0.3, 0.18, 0.24, 0.08)
 MIN_IN_FRAME = 0.5
 MIN_VISIBLE = 0.3
-MAX_FACES = 100
+MAX_FACES = 100  # drawn per image at most (the owner map is uint8)
+MIN_FACE_SIZE = 0.028  # smallest face drawn, fraction of the image side (7 px at 256)
+MAX_ANGLE = 25.0  # in-plane rotation limit, degrees
 SIZE_BINS = (0, 8, 16, 24, 32, 48, 64, 96, 128, float("inf"))
 
 __all__ = [
@@ -135,7 +137,7 @@ def _layout_crowd(rng, s: int, top: float = 0.0, bottom: float = 1.0):
     """Rows of people between ``top`` and ``bottom`` (fractions of the side), far ones smaller."""
     far = s * rng.uniform(0.03, 0.055)
     near = far * rng.uniform(1.3, 3.0)
-    density, gap = rng.uniform(0.3, 0.95), rng.uniform(1.2, 2.4)
+    density, gap = rng.uniform(0.25, 0.85), rng.uniform(1.25, 2.5)
     cx, cy, size = [], [], []
     y = s * (top + rng.uniform(0.02, 0.3) * (bottom - top))
     while y < s * bottom:
@@ -162,7 +164,8 @@ _LAYOUTS = {"portrait": _layout_portrait, "group": _layout_group, "crowd": _layo
             "mixed": _layout_mixed, "empty": lambda rng, s: (np.zeros(0),) * 3}
 
 
-_STYLE_CDF = np.cumsum([0.06, 0.3, 0.2, 0.14, 0.18, 0.12])  # bald, short, bangs, side, long, long+bangs
+_STYLE_CDF = np.cumsum([0.06, 0.3, 0.2, 0.14, 0.18, 0.12])  # over _draw.HAIR_STYLES
+_HAIR = np.array(_draw.HAIR, np.float64)
 
 
 def _sample_faces(rng, cx: np.ndarray, cy: np.ndarray, size: np.ndarray, crowd: bool) -> list:
@@ -170,15 +173,14 @@ def _sample_faces(rng, cx: np.ndarray, cy: np.ndarray, size: np.ndarray, crowd: 
     u = rng.random((len(size), 36))  # one draw for all the faces' random choices
     aspect = 1.18 + 0.2 * u[:, 0]  # b / a
     a = size / (2 * np.sqrt(aspect))
-    spread = (6 if crowd else 11) * 2  # degrees; sum of 3 uniforms ~ a normal
-    angle = np.clip((u[:, 1] + u[:, 2] + u[:, 3] - 1.5) * spread, -25, 25)
+    spread = (6 if crowd else 11) * 2  # degrees; a sum of 3 uniforms is nearly normal
+    angle = np.clip((u[:, 1] + u[:, 2] + u[:, 3] - 1.5) * spread, -MAX_ANGLE, MAX_ANGLE)
     yaw = (u[:, 4] + u[:, 5] - 1) * 0.8
     style = np.searchsorted(_STYLE_CDF, u[:, 6] * _STYLE_CDF[-1])
-    hair = _draw.HAIR[(u[:, 7] * len(_draw.HAIR)).astype(int)]
-    return [_draw.Face(x, y, ai, ai * asp, ang, yw, _draw.skin_tone(k[8], k[9:12]), tuple(h), int(st), k[12:36])
-            for x, y, ai, asp, ang, yw, h, st, k in zip(
-                cx.tolist(), cy.tolist(), a.tolist(), aspect.tolist(), angle.tolist(), yaw.tolist(),
-                hair.tolist(), style.tolist(), u.tolist())]
+    hair = _HAIR[(u[:, 7] * len(_HAIR)).astype(int)]
+    columns = (cx, cy, a, a * aspect, angle, yaw, hair, style, u)
+    return [_draw.Face(x, y, ai, bi, ang, yw, _draw.skin_tone(k[8], k[9:12]), tuple(h), st, k[12:36])
+            for x, y, ai, bi, ang, yw, h, st, k in zip(*(c.tolist() for c in columns))]
 
 
 def _pick(rng, weights) -> int:
@@ -197,43 +199,51 @@ def _labels(faces: list, drawn: np.ndarray, visible: np.ndarray, s: int) -> tupl
     return clipped[keep].astype(np.float32), int((~keep).sum())
 
 
-def _draw_faces(img: np.ndarray, rng, scene: str, s: int) -> tuple[list, np.ndarray, np.ndarray]:
-    """Lay out and draw the faces, far (small) ones first; return faces, drawn and owner map."""
+def _draw_people(img: np.ndarray, rng, scene: str, s: int) -> tuple[list, np.ndarray, np.ndarray]:
+    """Lay out and draw the faces, far (small) ones first.
+
+    Returns the faces, each face's in-image oval pixel count when drawn, and
+    the owner map ``uint8 (H, W)`` (face id + 1 per pixel, 0 for none).
+    """
     cx, cy, size = _LAYOUTS[scene](rng, s)
-    keep = (size >= 0.028 * s)[:MAX_FACES]
-    order = np.argsort(size[: len(keep)][keep], kind="stable")
-    cx, cy, size = (x[: len(keep)][keep][order] for x in (cx, cy, size))
-    faces = _sample_faces(rng, cx, cy, size, crowd=scene == "crowd")
-    owner = np.zeros((s, s), np.uint8)  # which face each pixel shows (0: none)
-    drawn = np.zeros(len(faces), np.int64)
-    for k, f in enumerate(faces):
-        drawn[k] = _draw.draw_head(img, owner, k + 1, f, body=f.look[2] < 0.8)
-        _draw.draw_hair_front(img, f)
-        _draw.draw_features(img, f)
+    keep = np.flatnonzero(size >= MIN_FACE_SIZE * s)[:MAX_FACES]
+    keep = keep[np.argsort(size[keep], kind="stable")]
+    faces = _sample_faces(rng, cx[keep], cy[keep], size[keep], crowd=scene == "crowd")
+    owner = np.zeros((s, s), np.uint8)
+    drawn = np.array([_draw.draw_face(img, owner, k + 1, f, body=f.look[2] < 0.8)
+                      for k, f in enumerate(faces)], np.int64)
     return faces, drawn, owner
+
+
+def _draw_occluders(img: np.ndarray, owner: np.ndarray, rng, faces: list, s: int) -> int:
+    """Hands, boards, poles, leaves: each aimed at a face (hiding it partly) or anywhere."""
+    count = int(rng.integers(1, 4)) if rng.random() < 0.3 else 0
+    for _ in range(count):
+        if faces:
+            f = faces[int(rng.random() * len(faces))]
+            centre = np.array([f.cx, f.cy]) + rng.normal(0, 1.1, 2) * [f.a, f.b]
+            _draw.draw_occluder(img, owner, rng, *centre, f.a * rng.uniform(0.5, 1.3))
+        else:
+            _draw.draw_occluder(img, owner, rng, *rng.uniform(0, s, 2), s * rng.uniform(0.05, 0.2))
+    return count
 
 
 def _render(rng: np.random.Generator, s: int) -> SynthSample:
     scene = SCENE_TYPES[_pick(rng, SCENE_WEIGHTS)]
     img = _draw.background(rng, s)
-    num_distractors = int(rng.integers(2, 8)) if scene == "empty" else _pick(rng, (0.35, 0.3, 0.2, 0.1, 0.05))
-    for _ in range(num_distractors):
-        radius = s * np.exp(rng.uniform(np.log(0.015), np.log(0.2)))
-        _draw.draw_distractor(img, rng, *rng.uniform(0, s, 2), radius)
-    faces, drawn, owner = _draw_faces(img, rng, scene, s)
-    num_occluders = int(rng.integers(1, 4)) if rng.random() < 0.3 else 0
-    for _ in range(num_occluders):
-        if faces:  # aim at a face: half-hide it or just touch it
-            f = faces[int(rng.integers(len(faces)))]
-            centre = np.array([f.cx, f.cy]) + rng.normal(0, 1.1, 2) * [f.a, f.b]
-            _draw.draw_occluder(img, owner, rng, *centre, f.a * rng.uniform(0.5, 1.3))
-        else:
-            _draw.draw_occluder(img, owner, rng, *rng.uniform(0, s, 2), s * rng.uniform(0.05, 0.2))
+    count = int(rng.integers(2, 8)) if scene == "empty" else _pick(rng, (0.35, 0.3, 0.2, 0.1, 0.05))
+    in_front = rng.random(count) < 0.4  # distractors drawn after the people may hide them
+    radii = s * np.exp(rng.uniform(np.log(0.015), np.log(0.2), count))
+    for r in radii[~in_front]:
+        _draw.draw_distractor(img, rng, *rng.uniform(0, s, 2), r)
+    faces, drawn, owner = _draw_people(img, rng, scene, s)
+    for r in radii[in_front]:
+        _draw.draw_distractor(img, rng, *rng.uniform(0, s, 2), r, owner)
+    num_occluders = _draw_occluders(img, owner, rng, faces, s)
     visible = np.bincount(owner.ravel(), minlength=len(faces) + 1)[1:]
     img = _draw.apply_effects(img, rng)
     boxes, num_unlabelled = _labels(faces, drawn, visible, s)
-    meta = SceneMeta(scene, len(boxes), num_unlabelled, num_distractors, num_occluders)
-    return SynthSample(img, boxes, meta)
+    return SynthSample(img, boxes, SceneMeta(scene, len(boxes), num_unlabelled, count, num_occluders))
 
 
 def generate_sample(seed: int, split: str, index: int, image_size: int = 256) -> SynthSample:
@@ -290,7 +300,8 @@ class SynthFaces:
                  progress: bool | None = None) -> None:
         self.split, self.split_id = split, _check_split(split)
         self.image_size = _check_int(image_size, "image_size", 32, 4096)
-        self.num_images = SPLIT_SIZES[split] if num_images is None else _check_int(num_images, "num_images", 1)
+        self.num_images = (SPLIT_SIZES[split] if num_images is None
+                           else _check_int(num_images, "num_images", 1))
         self.seed = _check_int(seed, "seed", 0)
         self.cache_dir = Path(root) / "synthfaces" / self.key if cache else None
         self._images = None  # memory map, opened lazily (and again after pickling)
@@ -317,7 +328,8 @@ class SynthFaces:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
             raise TypeError(f"SynthFaces index must be an int, got {type(i).__name__} {i!r}")
         if not -self.num_images <= i < self.num_images:
-            raise IndexError(f"index {i} is out of range for SynthFaces {self.split!r} with {self.num_images} images")
+            raise IndexError(f"index {i} is out of range for SynthFaces {self.split!r} "
+                             f"with {self.num_images} images")
         return int(i) % self.num_images
 
     def sample(self, i: int) -> SynthSample:
@@ -348,8 +360,8 @@ class SynthFaces:
         if self._labels is None:
             return self.sample(i).meta
         lab = self._labels
-        return SceneMeta(SCENE_TYPES[lab["scene"][i]], int(lab["offsets"][i + 1] - lab["offsets"][i]),
-                         int(lab["num_unlabelled"][i]), int(lab["num_distractors"][i]), int(lab["num_occluders"][i]))
+        counts = (int(lab[k][i]) for k in ("num_unlabelled", "num_distractors", "num_occluders"))
+        return SceneMeta(SCENE_TYPES[lab["scene"][i]], int(lab["offsets"][i + 1] - lab["offsets"][i]), *counts)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -404,7 +416,8 @@ def _read_labels(folder: Path, n: int) -> dict:
         with np.load(folder / "labels.npz") as f:
             labels = {k: f[k] for k in f.files}
     except (OSError, ValueError) as err:
-        raise ValueError(f"SynthFaces cache {folder} is unreadable ({err}); delete the folder to rebuild it") from err
+        raise ValueError(f"SynthFaces cache {folder} is unreadable ({err}); "
+                         "delete the folder to rebuild it") from err
     offsets = labels.get("offsets")
     if offsets is None or len(offsets) != n + 1 or offsets[-1] != len(labels["boxes"]):
         raise ValueError(f"SynthFaces cache {folder}/labels.npz does not hold {n} images; "
