@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchdet.pipeline import TrainSettings, evaluate_model, run_training, settings_dict
+from scratchdet.pipeline import TrainSettings, evaluate_model, latest_log, run_training, settings_dict
 
 __all__ = ["DEMO_SETTINGS", "run_demo", "plot_training_log"]
 
 # The demo's recipe, sized for ~10 minutes of training on 2 CPU cores.
 DEMO_SETTINGS = dict(
     dataset="synthfaces", backbone="poolresnet", preset="medium", image_size=256, num_cells=8,
-    boxes_per_cell=2, epochs=12, batch_size=16, lr=2e-3, optimizer="adamw", schedule="onecycle",
+    boxes_per_cell=2, epochs=12, batch_size=16, lr=2e-3, optimizer="adamw", schedule="warmup_cosine",
     train_size=4000, val_size=200, seed=0, max_minutes=15.0,
 )
 QUICK_SETTINGS = dict(epochs=1, train_size=32, val_size=16, max_minutes=2.0)
@@ -114,7 +114,7 @@ def run_demo(output_dir: str | Path = "runs/demo", epochs: int | None = None, tr
     metrics.update(train_seconds=round(result.train_seconds, 1),
                    images_per_second=round(result.images_per_second, 1),
                    checkpoint=str(checkpoint), settings=settings_dict(settings))
-    plot_training_log(out / "logs" / "metrics.csv", out / "curves.png")
+    plot_training_log(latest_log(out), out / "curves.png")
     written = _annotate(model, out / "detections", test)
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
     keep = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()

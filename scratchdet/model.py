@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from typing import Sequence, Union
 
 import numpy as np
@@ -260,7 +261,11 @@ class YoloDetector(nn.Module):
         """
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no checkpoint file at {os.fspath(path)!r}")
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, ImportError) as error:
+            raise ValueError(f"{os.fspath(path)!r} is not a readable checkpoint "
+                             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from None
         hparams, state_dict = _split_checkpoint(checkpoint, path)
         model = cls.from_hyperparameters(hparams)
         _check_state_dict(model.state_dict(), state_dict, f"{os.fspath(path)!r} ({hparams['backbone']})")

@@ -21,12 +21,13 @@ from typing import Any, Sequence, get_args, get_type_hints
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from scratchdet.config import DetectorConfig
 from scratchdet.training import YoloModule
 
-__all__ = ["TrainSettings", "TrainResult", "load_settings", "run_training", "evaluate_model", "quiet_lightning"]
+__all__ = ["TrainSettings", "TrainResult", "load_settings", "run_training", "evaluate_model", "open_split",
+           "latest_log", "quiet_lightning"]
 
 
 @dataclass
@@ -69,7 +70,7 @@ class TrainSettings:
     lr: float = 2e-3
     optimizer: str = "adamw"
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"
+    schedule: str = "warmup_cosine"
     gradient_clip: float = 10.0
     early_stopping_patience: int | None = None
     accelerator: str = "auto"
@@ -185,6 +186,20 @@ class ThroughputMonitor(Callback):
         return self.images / self.seconds if self.seconds else 0.0
 
 
+class CheckpointOnInterrupt(Callback):
+    """Writes ``path`` when training stops on an exception, Ctrl-C included.
+
+    (Lightning's ``OnExceptionCheckpoint`` would also make every later
+    ``fit`` resume from it silently; resuming here is explicit: ``resume``.)
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        trainer.save_checkpoint(str(self.path))
+
+
 @dataclass
 class TrainResult:
     """What :func:`run_training` returns."""
@@ -201,15 +216,22 @@ class TrainResult:
 def _loggers(output_dir: Path) -> list:
     from pytorch_lightning.loggers import CSVLogger
 
-    loggers = [CSVLogger(save_dir=str(output_dir), name="logs", version="")]
+    loggers = [CSVLogger(save_dir=str(output_dir), name="logs")]  # logs/version_<k>/metrics.csv
     try:
         import tensorboard  # noqa: F401
         from pytorch_lightning.loggers import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(save_dir=str(output_dir), name="tensorboard", version=""))
+        loggers.append(TensorBoardLogger(save_dir=str(output_dir), name="tensorboard"))
     except ImportError:
         pass
     return loggers
+
+
+def latest_log(output_dir: str | os.PathLike) -> Path | None:
+    """``metrics.csv`` of the newest run in ``output_dir`` (each run or resume adds a version)."""
+    versions = sorted(Path(output_dir).glob("logs/version_*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.split("_")[1]))
+    return versions[-1] if versions else None
 
 
 def _callbacks(settings: TrainSettings, checkpoints: Path) -> tuple[list, ModelCheckpoint, ThroughputMonitor]:
@@ -217,7 +239,7 @@ def _callbacks(settings: TrainSettings, checkpoints: Path) -> tuple[list, ModelC
                                  save_last=True, enable_version_counter=False)
     throughput = ThroughputMonitor()
     callbacks = [checkpoint, throughput, LearningRateMonitor(logging_interval="step"),
-                 OnExceptionCheckpoint(dirpath=str(checkpoints), filename="last")]
+                 CheckpointOnInterrupt(checkpoints / "last.ckpt")]
     if settings.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor="val/ap50", mode="max", patience=settings.early_stopping_patience))
     return callbacks, checkpoint, throughput
@@ -239,8 +261,8 @@ def run_training(settings: TrainSettings, datamodule=None, extra_callbacks: Sequ
 
     Checkpoints go to ``output_dir/checkpoints/`` (``best.ckpt`` by
     ``val/ap50``, ``last.ckpt`` at each epoch end and on an exception such as
-    Ctrl-C), logs to ``output_dir/logs/metrics.csv`` (and TensorBoard when it
-    is installed). With ``resume=True`` training continues from ``last.ckpt``.
+    Ctrl-C), logs to ``output_dir/logs/version_<k>/metrics.csv`` (one version
+    per run or resume; :func:`latest_log`) and TensorBoard when it is installed. With ``resume=True`` training continues from ``last.ckpt``.
     """
     quiet_lightning()
     if settings.threads:

@@ -11,6 +11,7 @@ Taught in ``notebooks/06_training.ipynb``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -26,7 +27,7 @@ from scratchdet.nms import postprocess
 __all__ = ["YoloModule", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("onecycle", "cosine", "constant")
+SCHEDULES = ("warmup_cosine", "cosine", "constant")
 
 
 def _choice(value: str, options: tuple[str, ...], name: str) -> str:
@@ -47,9 +48,11 @@ class YoloModule(pl.LightningModule):
         lr: peak learning rate.
         weight_decay: decoupled weight decay (not applied to norms and biases).
         momentum: SGD momentum.
-        schedule: ``"onecycle"`` (warm-up then cosine decay, stepped per
-            batch), ``"cosine"`` (per batch, no warm-up) or ``"constant"``.
-        warmup_fraction: share of the steps spent warming up (onecycle).
+        schedule: ``"warmup_cosine"`` (linear warm-up from lr/25, then cosine
+            decay to lr/100, stepped per batch), ``"cosine"`` (the same without
+            warm-up) or ``"constant"``. The schedule follows the trainer's
+            current step budget, so a resumed run with more epochs stretches it.
+        warmup_fraction: share of the steps spent warming up (warmup_cosine).
         eval_score_threshold, nms_iou_threshold, max_detections: how
             validation turns grids into detections for AP (a low score
             threshold: AP needs the whole precision-recall curve).
@@ -64,7 +67,7 @@ class YoloModule(pl.LightningModule):
     def __init__(self, config: dict | DetectorConfig, backbone: str = "poolresnet", preset: str = "medium",
                  backbone_kwargs: dict | None = None, head_channels: int | None = None,
                  optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4, momentum: float = 0.9,
-                 schedule: str = "onecycle", warmup_fraction: float = 0.1, eval_score_threshold: float = 0.01,
+                 schedule: str = "warmup_cosine", warmup_fraction: float = 0.1, eval_score_threshold: float = 0.01,
                  nms_iou_threshold: float = 0.45, max_detections: int = 100) -> None:
         super().__init__()
         config = config if isinstance(config, DetectorConfig) else DetectorConfig.from_dict(dict(config))
@@ -144,11 +147,22 @@ class YoloModule(pl.LightningModule):
             optimizer = torch.optim.SGD(self._param_groups(), lr=hp.lr, momentum=hp.momentum, nesterov=True)
         if hp.schedule == "constant":
             return optimizer
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        if hp.schedule == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=hp.lr, total_steps=steps, pct_start=hp.warmup_fraction,
-                div_factor=25.0, final_div_factor=100.0)
-        else:
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=hp.lr / 100)
+        warmup = hp.warmup_fraction if hp.schedule == "warmup_cosine" else 0.0
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor(warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _lr_factor(self, warmup_fraction: float):
+        """Multiplier of the peak lr at a step: linear warm-up from 1/25, cosine decay to 1/100.
+
+        A closure (not saved in checkpoints), so it always uses the trainer's
+        current step budget.
+        """
+        def factor(step: int) -> float:
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            warmup = int(warmup_fraction * total)
+            if step < warmup:
+                return 0.04 + 0.96 * step / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        return factor

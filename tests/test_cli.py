@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
 def test_train_writes_checkpoints_and_logs(trained):
     assert (trained / "run" / "checkpoints" / "best.ckpt").exists()
     assert (trained / "run" / "checkpoints" / "last.ckpt").exists()
-    assert (trained / "run" / "logs" / "metrics.csv").exists()
+    assert (trained / "run" / "logs" / "version_0" / "metrics.csv").exists()
 
 
 def test_evaluate_writes_metrics_json(trained, capsys):

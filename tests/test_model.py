@@ -225,3 +225,10 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(got.cpu(), expected, rtol=1e-3, atol=1e-3)
     detections = model.predict([np.zeros((60, 90, 3), np.uint8)], score_threshold=0.0)
     assert detections[0]["boxes"].device.type == "cuda"
+
+
+def test_from_checkpoint_rejects_a_file_that_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "junk.ckpt"
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+        YoloDetector.from_checkpoint(path)
