@@ -260,7 +260,9 @@ def _draw_glasses(img: np.ndarray, f: Face, ev: float, eu: float, sun: bool) -> 
 
 
 def _scrambled(img, rng, f: Face) -> None:
-    """Skin oval with features in a wrong arrangement, or too few of them."""
+    """Skin oval (half the time with hair) with features in a wrong arrangement, or too few."""
+    if rng.random() < 0.5:
+        f.ell(img, 0, -0.2, 1.1, 1.0, colour(f.hair))
     f.ell(img, 0, 0, 1, 1, colour(f.skin))
     kind = int(rng.random() * 4)
     spots = {0: [(0, -0.4), (0, 0.1)], 1: [(0.35, -0.2)], 2: [(-0.4, 0.45), (0.4, 0.45)],

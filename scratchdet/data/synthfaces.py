@@ -104,7 +104,7 @@ def _check_int(value, name: str, low: int, high: int | None = None) -> int:
 
 
 def _check_split(split) -> int:
-    if split not in SPLIT_IDS:
+    if not isinstance(split, str) or split not in SPLIT_IDS:
         raise ValueError(f"split must be one of {tuple(SPLIT_IDS)}, got {split!r}")
     return SPLIT_IDS[split]
 
