@@ -266,7 +266,8 @@ def generate_sample(seed: int, split: str, index: int, image_size: int = 256) ->
     return _render(np.random.default_rng([seed, split_id, index]), image_size)
 
 
-def generate_image(seed: int, split: str, index: int, image_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def generate_image(seed: int, split: str, index: int,
+                   image_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """``(image uint8 (H, W, 3) RGB, boxes float32 (M, 4) xyxy px)``; see :func:`generate_sample`."""
     sample = generate_sample(seed, split, index, image_size)
     return sample.image, sample.boxes
