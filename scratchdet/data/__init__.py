@@ -4,50 +4,41 @@
 * ``wider``      -- the WIDER FACE reader, source and download helper.
 * ``transforms`` -- Albumentations pipelines that move boxes with the image.
 * ``datamodule`` -- ``DetectionDataset``, ``collate_detections``, ``FaceDataModule``.
+* ``photos``     -- ``read_image`` and the sample photos that ship with matplotlib.
 
 A source yields ``(image uint8 (H, W, 3) RGB, boxes float32 (M, 4) xyxy
 pixels)``; the torch dataset yields ``(Tensor[3, H, W] in [0, 1], Tensor[M, 4])``.
+Names are imported lazily, so ``from scratchdet.data import SynthFaces`` does
+not load Lightning or Albumentations.
 Taught in ``notebooks/02_data.ipynb``.
 """
 
-from scratchdet.data.datamodule import DATASETS, DetectionDataset, FaceDataModule, collate_detections
-from scratchdet.data.synthfaces import SynthFaces, dataset_statistics
-from scratchdet.data.transforms import (
-    DetectionTransform,
-    eval_transforms,
-    letterbox_scale,
-    train_transforms,
-    unletterbox_boxes,
-)
-from scratchdet.data.wider import (
-    ParseReport,
-    WiderFace,
-    WiderFormatError,
-    WiderRecord,
-    download_wider,
-    find_wider_root,
-    parse_wider_annotations,
-    parse_wider_filelist,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DATASETS",
-    "DetectionDataset",
-    "DetectionTransform",
-    "FaceDataModule",
-    "ParseReport",
-    "SynthFaces",
-    "WiderFace",
-    "WiderFormatError",
-    "WiderRecord",
-    "collate_detections",
-    "dataset_statistics",
-    "download_wider",
-    "eval_transforms",
-    "find_wider_root",
-    "letterbox_scale",
-    "parse_wider_annotations",
-    "parse_wider_filelist",
-    "train_transforms",
-    "unletterbox_boxes",
-]
+import importlib
+
+_EXPORTS = {
+    "synthfaces": ("SPLIT_SIZES", "SceneMeta", "SynthFaces", "dataset_statistics", "generate_image",
+                   "generate_sample"),
+    "wider": ("ParseReport", "WiderFace", "WiderFormatError", "WiderRecord", "download_wider",
+              "find_wider_root", "parse_wider_annotations", "parse_wider_filelist"),
+    "transforms": ("DetectionTransform", "eval_transforms", "letterbox_scale", "train_transforms",
+                   "unletterbox_boxes"),
+    "datamodule": ("DATASETS", "DetectionDataset", "FaceDataModule", "collate_detections"),
+    "photos": ("read_image", "sample_photos"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(f"scratchdet.data.{_MODULE_OF[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'scratchdet.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

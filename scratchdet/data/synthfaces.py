@@ -35,6 +35,8 @@ Taught in ``notebooks/02_data.ipynb``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -314,8 +316,13 @@ class SynthFaces:
 
     @property
     def key(self) -> str:
-        """Cache folder name: generator version, seed, split, size and count."""
-        return f"v{GENERATOR_VERSION}-seed{self.seed}-{self.split}-{self.image_size}px-n{self.num_images}"
+        """Cache folder name: generator version and code hash, seed, split, size and count.
+
+        The hash of the generator's source makes an edited generator build a
+        new cache even if ``GENERATOR_VERSION`` was not bumped.
+        """
+        return (f"v{GENERATOR_VERSION}-{_generator_hash()}-seed{self.seed}-{self.split}-"
+                f"{self.image_size}px-n{self.num_images}")
 
     def __len__(self) -> int:
         return self.num_images
@@ -368,6 +375,15 @@ class SynthFaces:
         state = self.__dict__.copy()
         state["_images"] = None  # a memory map would pickle as a full copy
         return state
+
+
+@functools.lru_cache(maxsize=1)
+def _generator_hash() -> str:
+    """First 8 hex digits of the sha256 of this module's and ``_draw``'s source."""
+    digest = hashlib.sha256()
+    for path in (Path(__file__), Path(_draw.__file__)):
+        digest.update(path.read_bytes().replace(b"\r\n", b"\n"))
+    return digest.hexdigest()[:8]
 
 
 def _build_cache(ds: SynthFaces, final: Path, progress: bool | None) -> None:

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-import cv2
 import numpy as np
 import torch
 
+from scratchdet.data.photos import read_image
 from scratchdet.boxes import box_convert, clip_boxes
 
 __all__ = [
@@ -334,12 +334,10 @@ class WiderFace:
     def read_image(self, i: int) -> np.ndarray:
         """Image ``i`` as ``uint8 (H, W, 3)`` RGB; a clear error names a missing or bad file."""
         path = self.image_path(i)
-        if not path.is_file():
-            raise FileNotFoundError(f"WIDER FACE image not found: {path} (record {i}, {self.split} split)")
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise OSError(f"OpenCV could not read image {path}: corrupt or not an image")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        try:
+            return read_image(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"WIDER FACE image not found: {path} (record {i}, {self.split} split)") from None
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         i = self._index(i)
