@@ -282,6 +282,8 @@ def evaluate_detections(predictions: Sequence[Mapping], ground_truths: Sequence,
     """
     _check_lists(predictions, ground_truths)
     thresholds = _thresholds(iou_thresholds)
+    if size_range is not None and not (len(size_range) == 2 and 0 <= size_range[0] <= size_range[1]):
+        raise ValueError(f"size_range must be (lo, hi) face sizes in pixels with 0 <= lo <= hi, got {size_range!r}")
     scores, tps, ignored, num_gt = _pool(predictions, ground_truths, thresholds, size_range, gt_ignore,
                                          max_detections)
     per_iou, curves = {}, []

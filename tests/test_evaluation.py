@@ -177,6 +177,7 @@ def test_evaluate_detector_on_a_source():
         (HAND_PREDS, HAND_GTS, {"method": "voc"}, ValueError, "method must be one of"),
         (HAND_PREDS, HAND_GTS, {"iou_thresholds": (0.5, 1.5)}, ValueError, r"IoU thresholds must be numbers in \[0, 1\]"),
         (HAND_PREDS, HAND_GTS, {"gt_ignore": [None]}, ValueError, "gt_ignore must have one entry per image"),
+        (HAND_PREDS, HAND_GTS, {"size_range": (48, 16)}, ValueError, r"size_range must be \(lo, hi\)"),
     ],
 )
 def test_bad_input(preds, gts, kwargs, error, match):
