@@ -35,6 +35,10 @@ import torch
 from scratchdet.data.photos import read_image
 from scratchdet.model import YoloDetector
 
+# FFmpeg prints its own lines ("moov atom not found") for a corrupt video, beside our one-line
+# error; quiet unless the user asks (OPENCV_FFMPEG_LOGLEVEL=24 shows FFmpeg's warnings again).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 __all__ = ["VIDEO_SUFFIXES", "GUI_HELP", "load_detector", "detect_images", "detect_video", "run_camera",
            "add_arguments", "run"]
 
@@ -95,7 +99,7 @@ def _record(found: dict[str, np.ndarray], **fields) -> dict:
 
 
 def _progress(items, args: argparse.Namespace, desc: str, total: int | None = None):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar on stderr (tqdm.auto wants ipywidgets in notebooks)
 
     return tqdm(items, desc=desc, total=total, unit="image" if desc == "images" else "frame",
                 disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
