@@ -1,34 +1,27 @@
 """Export a trained detector: TorchScript (the whole pipeline) and ONNX (the grid).
 
-* **TorchScript** (:func:`export_torchscript`): one file that holds letterbox,
-  model, decoding, clipping and NMS. It takes one photo, ``uint8 Tensor[H, W, 3]``
-  RGB of any size, and returns ``(boxes Tensor[K, 4] xyxy pixels of that photo,
-  scores Tensor[K])`` sorted by decreasing score, exactly what
-  :meth:`scratchdet.model.YoloDetector.predict` returns. It needs only
-  ``torch`` to run (not scratchdet, not torchvision: NMS is written in
-  TorchScript here)::
+* **TorchScript** (:func:`export_torchscript`): letterbox, model, decoding and
+  NMS in one file that needs only ``torch`` (not scratchdet, not torchvision:
+  NMS is written in TorchScript here). One photo in, ``uint8 Tensor[H, W, 3]``
+  RGB of any size; ``(boxes Tensor[K, 4] xyxy pixels of the photo, scores
+  Tensor[K])`` out, by decreasing score, as :meth:`YoloDetector.predict`::
 
-      import cv2, torch
       detector = torch.jit.load("face.torchscript.pt")
-      rgb = cv2.cvtColor(cv2.imread("photo.jpg"), cv2.COLOR_BGR2RGB)
-      boxes, scores = detector(torch.from_numpy(rgb))
+      boxes, scores = detector(torch.from_numpy(cv2.cvtColor(cv2.imread("photo.jpg"), cv2.COLOR_BGR2RGB)))
 
-  The model and decoding are *traced* at ``[1, 3, image_size, image_size]``
-  (their shapes are fixed); the wrapper around them is *scripted*, because
-  letterboxing depends on the photo's size and NMS on the data.
-* **ONNX** (:func:`export_onnx`, opset :data:`ONNX_OPSET` = 18, the
-  ``torch.export``-based exporter that is torch's default): the grid model
-  only, input ``images`` float32 ``[N, 3, image_size, image_size]`` RGB in
-  [0, 1] (letterboxed; ImageNet normalisation is inside), output ``grid``
-  float32 ``[N, S, S, B*5]``, N dynamic. Decoding, in any language: predictor
-  b of cell (row i, column j) holds ``grid[n, i, j, 5*b : 5*b + 5] = (x, y,
-  sqrt_w, sqrt_h, conf)``; its box centre is ``((j + x) / S, (i + y) / S)``,
-  its size ``(sqrt_w**2, sqrt_h**2)``, both times ``image_size`` for pixels;
-  its score is ``conf``. Then keep ``conf >= score_threshold`` and run NMS.
-  :func:`onnx_postprocess` does exactly that with scratchdet's own
-  ``decode_grid`` and ``postprocess``.
+  Model and decoding are *traced* at ``[1, 3, size, size]`` (fixed shapes);
+  the wrapper is *scripted*: letterboxing depends on the photo, NMS on the data.
+* **ONNX** (:func:`export_onnx`, opset :data:`ONNX_OPSET` = 18, torch's default
+  ``torch.export``-based exporter): the grid model only, input ``images``
+  float32 ``[N, 3, size, size]`` RGB in [0, 1] (letterboxed; the ImageNet
+  normalisation is inside), output ``grid`` float32 ``[N, S, S, B*5]``, N
+  dynamic. To decode, in any language: predictor b of cell (row i, column j) is
+  ``grid[n, i, j, 5*b : 5*b + 5] = (x, y, sqrt_w, sqrt_h, conf)``, its box
+  centre ``((j + x) / S, (i + y) / S)`` and size ``(sqrt_w**2, sqrt_h**2)``,
+  times ``size`` for pixels, its score ``conf``; keep ``conf >= threshold``,
+  run NMS. :func:`onnx_detect` is ``predict`` with ONNX Runtime inside.
 
-Both exports are checked against the eager model (:func:`torchscript_parity`,
+Both are checked against the eager model (:func:`torchscript_parity`,
 :func:`onnx_parity`). Taught in ``notebooks/09_inference_and_export.ipynb``.
 """
 
@@ -50,7 +43,7 @@ from scratchdet.grid import decode_grid
 from scratchdet.model import PAD_VALUE, YoloDetector
 
 __all__ = ["ONNX_OPSET", "EndToEndDetector", "export_torchscript", "load_torchscript", "export_onnx", "onnx_session",
-           "onnx_postprocess", "onnx_detect", "torchscript_parity", "onnx_parity", "add_arguments", "run"]
+           "onnx_detect", "torchscript_parity", "onnx_parity", "add_arguments", "run"]
 
 ONNX_OPSET = 18
 FORMATS = ("torchscript", "onnx")
@@ -228,20 +221,6 @@ def onnx_session(path: str | os.PathLike, threads: int = 1):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_postprocess(grid: np.ndarray, config: DetectorConfig, score_threshold: float = 0.25,
-                     iou_threshold: float = 0.45, max_detections: int = 100) -> list[dict[str, Tensor]]:
-    """Decode an ONNX ``grid`` output ``(N, S, S, B*5)`` float32 like :func:`scratchdet.nms.postprocess`.
-
-    Returns:
-        N dicts ``{"boxes": Tensor[K, 4], "scores": Tensor[K]}``, xyxy pixels
-        of the (letterboxed) network input, by decreasing score.
-    """
-    from scratchdet.nms import postprocess
-
-    return postprocess(torch.from_numpy(np.asarray(grid, dtype=np.float32)), config, score_threshold,
-                       iou_threshold, max_detections)
-
-
 def onnx_detect(session, config: DetectorConfig, image: np.ndarray, score_threshold: float = 0.25,
                 iou_threshold: float = 0.45, max_detections: int = 100) -> dict[str, Tensor]:
     """:meth:`YoloDetector.predict` for one photo, with ONNX Runtime running the grid model.
@@ -254,11 +233,12 @@ def onnx_detect(session, config: DetectorConfig, image: np.ndarray, score_thresh
         ``{"boxes": Tensor[K, 4] xyxy pixels of the photo, "scores": Tensor[K]}``.
     """
     from scratchdet.model import _as_image_list, _to_photo, letterbox  # predict's own steps
+    from scratchdet.nms import postprocess
 
     photo = _as_image_list(image)[0]  # (3, H, W) float in [0, 1]
     padded, scale = letterbox(photo, config.image_size)  # (3, size, size)
     grid = session.run(["grid"], {"images": padded[None].numpy()})[0]  # (1, S, S, B*5)
-    found = onnx_postprocess(grid, config, score_threshold, iou_threshold, max_detections)[0]
+    found = postprocess(torch.from_numpy(grid), config, score_threshold, iou_threshold, max_detections)[0]
     return _to_photo(found, scale, tuple(photo.shape[-2:]))
 
 
@@ -344,16 +324,22 @@ def run(args: argparse.Namespace) -> None:
         path = export_onnx(model, out, args.opset)
     print(f"wrote {path} ({args.format}, input size {model.config.image_size}, "
           f"S={model.config.num_cells}, B={model.config.boxes_per_cell})")
-    if args.no_check:
-        return
-    if args.format == "torchscript":
+    if not args.no_check:
+        _check_parity(model, path, args.format)
+
+
+def _check_parity(model: YoloDetector, path: Path, fmt: str) -> None:
+    """Print the parity of the file with the eager model; ``RuntimeError`` beyond 1e-4."""
+    if fmt == "torchscript":
+        from scratchdet.data.photos import read_image, sample_photos
+
         rng = np.random.default_rng(0)
         images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((480, 640), (300, 200))]
-        result = torchscript_parity(model, path, images)
+        result = torchscript_parity(model, path, images + [read_image(p) for p in sample_photos()])
         ok = result["same_counts"] and max(result["max_abs_box"], result["max_abs_score"]) < 1e-4
     else:
         result = onnx_parity(model, path)
         ok = result["max_abs_grid"] < 1e-4
     print(f"parity vs eager: {result}; within 1e-4: {ok}")
     if not ok:
-        raise RuntimeError(f"exported {args.format} model differs from the eager model: {result}")
+        raise RuntimeError(f"exported {fmt} model differs from the eager model: {result}")

@@ -134,11 +134,19 @@ def test_onnx_equals_eager_grid(model, onnx_file, batch_size):
     with torch.no_grad():
         expected = model(images)
     torch.testing.assert_close(torch.from_numpy(grid), expected, rtol=0, atol=1e-4)
-    detections = export.onnx_postprocess(grid, model.config, 0.2, 0.3)
-    from scratchdet.nms import postprocess
-    for got, want in zip(detections, postprocess(expected, model.config, 0.2, 0.3)):
+
+
+def test_onnx_detect_equals_predict(model, onnx_file, photos):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    session, total = export.onnx_session(onnx_file), 0
+    for photo in photos:
+        got = export.onnx_detect(session, model.config, photo, score_threshold=0.2, iou_threshold=0.3)
+        want = model.predict(photo, score_threshold=0.2, iou_threshold=0.3)[0]
         assert got["boxes"].shape == want["boxes"].shape
-        torch.testing.assert_close(got["boxes"], want["boxes"], rtol=0, atol=1e-3)
+        torch.testing.assert_close(got["boxes"], want["boxes"], rtol=0, atol=1e-3)  # pixels
+        torch.testing.assert_close(got["scores"], want["scores"], rtol=0, atol=1e-4)
+        total += len(want["boxes"])
+    assert total > len(photos)
 
 
 def test_onnx_parity_report(model, onnx_file):
