@@ -340,6 +340,7 @@ def evaluate_model(model, source, batch_size: int = 32, score_threshold: float =
     """
     from scratchdet.evaluation import evaluate_by_size
 
+    paths = _wider_paths(source) if wider_out is not None else None  # fail before the work
     detections, truths = [], []
     for start in range(0, len(source), batch_size):
         samples = [source[i] for i in range(start, min(start + batch_size, len(source)))]
@@ -348,7 +349,24 @@ def evaluate_model(model, source, batch_size: int = 32, score_threshold: float =
         truths += [torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) for _, boxes in samples]
     metrics = dict(evaluate_by_size(detections, truths))
     metrics.update(num_images=len(truths), num_faces=int(sum(len(t) for t in truths)))
+    if wider_out is not None:
+        from scratchdet.evaluation import write_wider_predictions
+
+        metrics["wider_files"] = write_wider_predictions(
+            wider_out, ((p, d["boxes"], d["scores"]) for p, d in zip(paths, detections)))
+        metrics["wider_out"] = str(wider_out)
     return metrics
+
+
+def _wider_paths(source) -> list[str]:
+    """``<event>/<image>.jpg`` of each image of a WIDER FACE source (or a ``Subset`` of one)."""
+    indices = range(len(source))
+    if isinstance(source, torch.utils.data.Subset):
+        source, indices = source.dataset, source.indices
+    if not hasattr(source, "records"):
+        raise ValueError("--wider-out needs a WIDER FACE dataset (--dataset wider): "
+                         f"{type(source).__name__} has no WIDER records")
+    return [source.records[i].path for i in indices]
 
 
 def settings_dict(settings: TrainSettings) -> dict:

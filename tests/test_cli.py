@@ -108,3 +108,37 @@ def test_demo_quick(tmp_path, capsys):
     assert (out / "curves.png").exists() and (out / "model.pt").exists()
     assert any((out / "detections").glob("grace_hopper.jpg"))
     assert "AP50" in stdout
+
+
+def test_evaluate_wider_out_needs_wider(trained, capsys):
+    status, _, err = run_cli(["evaluate", str(trained / "run" / "checkpoints" / "best.ckpt"),
+                              "--data-root", str(trained / "data"), "--num-images", "2",
+                              "--wider-out", str(trained / "wider")], capsys)
+    assert status == 2 and "needs a WIDER FACE dataset" in err
+
+
+def test_evaluate_on_a_wider_fixture_writes_official_files(trained, tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "wider"
+    split = root / "wider_face_split"
+    split.mkdir(parents=True)
+    lines = []
+    for k, name in enumerate(["0--Parade/0_Parade_1.jpg", "1--Handshaking/1_Handshaking_2.jpg"]):
+        path = root / "WIDER_val" / "images" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.full((48, 80, 3), 90 + 40 * k, np.uint8))
+        lines += [name, "1", "10 8 20 24 0 0 0 0 0 0"]
+    (split / "wider_face_val_bbx_gt.txt").write_text("\n".join(lines) + "\n")
+    for other in ("WIDER_train", "WIDER_test"):
+        (root / other / "images").mkdir(parents=True)
+    out = tmp_path / "preds"
+    status, stdout, err = run_cli(["evaluate", str(trained / "run" / "checkpoints" / "best.ckpt"),
+                                   "--dataset", "wider", "--wider-root", str(root), "--split", "val",
+                                   "--wider-out", str(out)], capsys)
+    assert status == 0, err
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.txt"))
+    assert files == ["0--Parade/0_Parade_1.txt", "1--Handshaking/1_Handshaking_2.txt"]
+    first = (out / files[0]).read_text().splitlines()
+    assert first[0] == "0_Parade_1" and int(first[1]) == len(first) - 2
