@@ -63,13 +63,15 @@ def build_model(size: int, preset: str) -> YoloDetector:
 
 
 def haar_detector(size: int):
-    """``photo -> boxes`` with the Haar cascade run on the photo resized to longest side ``size``."""
+    """``(photo -> boxes, name)``: the Haar cascade on the photo resized to longest side ``size``."""
     try:
         from scratchdet.baselines import HaarFaceDetector
 
-        detector = HaarFaceDetector().detect
+        haar = HaarFaceDetector()
+        detector, name = haar.detect, repr(haar)
     except ImportError:  # the baseline module is not there: the cascade itself
         cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        name = "cv2.CascadeClassifier(haarcascade_frontalface_default.xml).detectMultiScale(1.1, 5)"
 
         def detector(image):
             gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
@@ -79,7 +81,7 @@ def haar_detector(size: int):
         scale = size / max(photo.shape[:2])
         return detector(cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
 
-    return run
+    return run, name
 
 
 def check_same(name: str, got: dict, want: dict, atol: float) -> float:
@@ -128,7 +130,7 @@ def bench_size(size: int, photo: np.ndarray, args, folder: Path) -> dict:
     want = pipelines["eager"]()
     parity = {name: check_same(name, fn(), want, 1e-3 if name == "onnxruntime" else 1e-4)
               for name, fn in pipelines.items() if name != "eager"}
-    haar = haar_detector(size)
+    haar, haar_name = haar_detector(size)
     pipelines["haar"] = lambda: haar(photo)
     with torch.inference_mode():
         ms = {name: 1e3 * median_seconds(fn, args.repeats, args.warmup) for name, fn in pipelines.items()}
@@ -139,7 +141,7 @@ def bench_size(size: int, photo: np.ndarray, args, folder: Path) -> dict:
         "candidates": int((grid[..., 4::5] >= THRESHOLDS["score_threshold"]).sum()), "detections": len(want["boxes"]),
         "end_to_end_ms": {k: round(v, 3) for k, v in ms.items()},
         "speedup_vs_eager": {k: round(ms["eager"] / v, 2) for k, v in ms.items() if k != "eager"},
-        "stages_ms": stages, "max_abs_difference_vs_eager": parity,
+        "stages_ms": stages, "max_abs_difference_vs_eager": parity, "haar_detector": haar_name,
     }
 
 
