@@ -1,7 +1,9 @@
-"""The ``scratchdet`` command line: ``train``, ``evaluate`` and ``demo``.
+"""The ``scratchdet`` command line: ``train``, ``evaluate``, ``detect``, ``export`` and ``demo``.
 
     scratchdet train --config my.yaml --backbone poolresnet --epochs 20
     scratchdet evaluate runs/train/checkpoints/best.ckpt --split test --out metrics.json
+    scratchdet detect photos/ --checkpoint runs/demo/model.pt --out runs/detect
+    scratchdet export runs/demo/model.pt --format onnx --out model.onnx
     scratchdet demo
 
 ``python -m scratchdet ...`` is the same. Every ``train`` flag is a field of
@@ -64,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also write predictions in the official WIDER FACE layout to this folder")
     evaluate.add_argument("--device", default="cpu")
 
+    from scratchdet import detect, export
+
+    detect.add_arguments(sub.add_parser("detect", help="detect faces in an image, a folder, a video or a webcam",
+                                        description=detect.__doc__.splitlines()[0]))
+    export.add_arguments(sub.add_parser("export", help="export a checkpoint to TorchScript or ONNX",
+                                        description=export.__doc__.splitlines()[0]))
+
     demo = sub.add_parser("demo", help="the main job: train on SynthFaces, evaluate, detect on photos")
     demo.add_argument("--output-dir", default="runs/demo")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch budget")
@@ -124,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scratchdet`` command; returns the exit status."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     args = build_parser().parse_args(argv)
-    handlers = {"train": _train, "evaluate": _evaluate, "demo": _demo}
+    from scratchdet import detect, export
+
+    handlers = {"train": _train, "evaluate": _evaluate, "demo": _demo, "detect": detect.run, "export": export.run}
     try:
         handlers[args.command](args)
     except (UserError, ValueError, FileNotFoundError, RuntimeError, OSError) as error:

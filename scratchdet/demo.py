@@ -26,7 +26,7 @@ __all__ = ["DEMO_SETTINGS", "run_demo", "plot_training_log"]
 # The demo's recipe, sized for ~10 minutes of training on 2 CPU cores.
 DEMO_SETTINGS = dict(
     dataset="synthfaces", backbone="poolresnet", preset="medium", image_size=256, num_cells=8,
-    boxes_per_cell=2, epochs=12, batch_size=16, lr=2e-3, optimizer="adamw", schedule="warmup_cosine",
+    boxes_per_cell=2, epochs=7, batch_size=16, lr=2e-3, optimizer="adamw", schedule="warmup_cosine",
     train_size=4000, val_size=200, seed=0, max_minutes=15.0,
 )
 QUICK_SETTINGS = dict(epochs=1, train_size=32, val_size=16, max_minutes=2.0)

@@ -142,3 +142,22 @@ def test_evaluate_on_a_wider_fixture_writes_official_files(trained, tmp_path, ca
     assert files == ["0--Parade/0_Parade_1.txt", "1--Handshaking/1_Handshaking_2.txt"]
     first = (out / files[0]).read_text().splitlines()
     assert first[0] == "0_Parade_1" and int(first[1]) == len(first) - 2
+
+
+def test_detect_and_export_subcommands(trained, tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    checkpoint = str(trained / "run" / "checkpoints" / "best.ckpt")
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.full((50, 70, 3), 128, np.uint8))
+    status, stdout, err = run_cli(["detect", str(image), "--checkpoint", checkpoint, "--out", str(tmp_path / "det"),
+                                   "--no-progress"], capsys)
+    assert status == 0, err
+    assert list((tmp_path / "det").glob("*.json"))
+    status, stdout, err = run_cli(["export", checkpoint, "--format", "torchscript",
+                                   "--out", str(tmp_path / "m.pt")], capsys)
+    assert status == 0, err
+    assert (tmp_path / "m.pt").exists()
+    status, _, err = run_cli(["detect", str(tmp_path / "missing.jpg"), "--checkpoint", checkpoint], capsys)
+    assert status == 2 and err.count("\n") == 1 and "missing.jpg" in err
