@@ -8,6 +8,28 @@ Boxes are ``Tensor[M, 4]`` in xyxy pixel coordinates unless a docstring says
 otherwise; image sizes are ``(height, width)``. The network output is
 ``Tensor[N, S, S, B*5]``: for each predictor ``(x, y, sqrt_w, sqrt_h, conf)``,
 x and y relative to the cell, w and h relative to the image.
+
+The main names are importable from here (lazily, so ``import scratchdet`` is
+cheap): ``from scratchdet import DetectorConfig, YoloDetector, box_iou, nms``.
 """
 
+from __future__ import annotations
+
+from scratchdet._lazy import lazy_exports
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "boxes": ("box_area", "box_convert", "box_iou", "box_iou_paired", "check_boxes", "clip_boxes"),
+    "config": ("DetectorConfig",),
+    "grid": ("decode_grid", "encode_targets", "encode_targets_batch"),
+    "loss": ("yolo_loss",),
+    "backbones": ("get_backbone",),
+    "model": ("YoloDetector",),
+    "nms": ("batched_nms", "nms", "postprocess"),
+    "evaluation": ("evaluate_by_size", "evaluate_detections", "evaluate_detector"),
+    "training": ("YoloModule",),
+    "pipeline": ("TrainSettings", "run_training"),
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__all__ = ["__version__", *__all__]

@@ -154,7 +154,8 @@ def quiet_lightning() -> None:
     for pattern in (".*does not have many workers.*", ".*`isinstance.*LeafSpec.*", ".*GPU available but not used.*",
                     ".*Checkpoint directory .* exists and is not empty.*", ".*The number of training batches.*",
                     ".*torch.use_deterministic_algorithms.*", ".*Deterministic behavior was enabled.*",
-                    ".*You defined a `validation_step` but have no `val_dataloader`.*"):
+                    ".*You defined a `validation_step` but have no `val_dataloader`.*",
+                    ".*You requested to overfit but enabled train dataloader shuffling.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 

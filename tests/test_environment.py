@@ -49,3 +49,8 @@ def test_normalise_detects_a_changed_pin():
 
 def test_version_is_exposed():
     assert re.fullmatch(r"\d+\.\d+\.\d+", scratchdet.__version__)
+
+
+def test_top_level_exports_resolve():
+    for name in scratchdet.__all__:
+        assert getattr(scratchdet, name) is not None, name

@@ -15,7 +15,7 @@ Taught in ``notebooks/02_data.ipynb``.
 
 from __future__ import annotations
 
-import importlib
+from scratchdet._lazy import lazy_exports
 
 _EXPORTS = {
     "synthfaces": ("SPLIT_SIZES", "SceneMeta", "SynthFaces", "dataset_statistics", "generate_image",
@@ -27,18 +27,4 @@ _EXPORTS = {
     "datamodule": ("DATASETS", "DetectionDataset", "FaceDataModule", "collate_detections"),
     "photos": ("read_image", "sample_photos"),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name in _MODULE_OF:
-        value = getattr(importlib.import_module(f"scratchdet.data.{_MODULE_OF[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'scratchdet.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
