@@ -23,14 +23,13 @@ machine: two processes sharing 2 cores slow each other down many times.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _timing import emit, environment, median_seconds
+from _timing import benchmark_parser, emit, environment, median_seconds, parse_args
 from scratchdet.config import DetectorConfig
 from scratchdet.model import YoloDetector
 
@@ -104,17 +103,14 @@ def ratios(results: list[dict]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="small presets at 256 px, few repeats")
+    parser = benchmark_parser(__doc__, "small presets at 256 px, few repeats")
     parser.add_argument("--sizes", type=int, nargs="+", default=[480, 256])
     parser.add_argument("--backbones", nargs="+", default=["resnet", "poolresnet", "mobilenet_v3"])
     parser.add_argument("--presets", nargs="+", default=["small", "medium", "large"])
-    args = parser.parse_args()
+    args = parse_args(parser)
     for size in args.sizes:
         if size % 32:
             parser.error(f"--sizes must be multiples of 32 (S = size / 32), got {size}")
-    torch.set_num_threads(args.threads)
     sizes, presets = ([256], ["small"]) if args.quick else (args.sizes, args.presets)
     reps = {"b1": 3, "b16": 1, "train": 1} if args.quick else {"b1": 10, "b16": 3, "train": 3}
     start, results = time.perf_counter(), []

@@ -8,12 +8,11 @@ size (M x M boxes). The loop reference is timed on small sizes only.
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torchvision
 
-from _timing import emit, environment, median_seconds
+from _timing import benchmark_parser, emit, environment, median_seconds, parse_args
 from scratchdet.boxes import box_iou
 
 
@@ -36,11 +35,8 @@ def loop_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    parser = benchmark_parser(__doc__, "fewer sizes and repeats")
+    args = parse_args(parser)
     sizes = [100, 1000] if args.quick else [10, 100, 1000, 4000]
     repeats = 5 if args.quick else 25
     rows = []

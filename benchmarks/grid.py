@@ -11,12 +11,11 @@ Prints one JSON document: median seconds per call and loop / ours ratios.
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
 
-from _timing import emit, environment, median_seconds
+from _timing import benchmark_parser, emit, environment, median_seconds, parse_args
 from scratchdet.config import DetectorConfig
 from scratchdet.grid import encode_targets, encode_targets_batch
 from scratchdet.loss import yolo_loss
@@ -118,11 +117,8 @@ def bench_loss(config: DetectorConfig, batch: int, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    parser = benchmark_parser(__doc__, "fewer sizes and repeats")
+    args = parse_args(parser)
     config = DetectorConfig()  # 256 px, S = 8, B = 2
     sizes = [10, 1000] if args.quick else [10, 100, 1000]
     repeats = 5 if args.quick else 25

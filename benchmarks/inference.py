@@ -24,7 +24,6 @@ also timed alone. Prints one JSON document.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -34,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from _timing import emit, environment, median_seconds
+from _timing import benchmark_parser, emit, environment, median_seconds, parse_args
 from scratchdet import export
 from scratchdet.config import DetectorConfig
 from scratchdet.model import YoloDetector, letterbox
@@ -146,14 +145,11 @@ def bench_size(size: int, photo: np.ndarray, args, folder: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
+    parser = benchmark_parser(__doc__, "few repeats (a smoke run)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 480])
     parser.add_argument("--preset", default="medium", choices=("small", "medium", "large"))
-    args = parser.parse_args()
+    args = parse_args(parser)
     args.repeats, args.warmup = (3, 1) if args.quick else (30, 5)
-    torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     photo = sample_photo()
     start = time.perf_counter()

@@ -15,12 +15,11 @@ seconds per call, the ratio ours / torchvision and the number of kept boxes.
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torchvision
 
-from _timing import emit, environment, median_seconds
+from _timing import benchmark_parser, emit, environment, median_seconds, parse_args
 from scratchdet.nms import nms
 
 
@@ -43,12 +42,9 @@ def clustered_boxes(n: int, seed: int, boxes_per_face: int = 20) -> tuple[torch.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    parser = benchmark_parser(__doc__, "smaller sizes, fewer repeats")
     parser.add_argument("--iou-threshold", type=float, default=0.45)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     sizes = [100, 1000] if args.quick else [100, 1000, 10_000]
     rows = []
     for kind, make in (("clustered", clustered_boxes), ("uniform", uniform_boxes)):

@@ -15,7 +15,6 @@ JSON document.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -23,7 +22,7 @@ import time
 import cv2
 import torch
 
-from _timing import emit, environment, median_seconds
+from _timing import benchmark_parser, emit, environment, median_seconds, parse_args
 from scratchdet.data.synthfaces import GENERATOR_VERSION, SCENE_TYPES, SynthFaces, generate_sample
 
 TARGET_IMAGES_PER_S = 200
@@ -66,13 +65,10 @@ def time_cache(size: int, num_images: int, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="256 px only, 20 images, 2 repeats")
+    parser = benchmark_parser(__doc__, "256 px only, 20 images, 2 repeats")
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     cv2.setNumThreads(args.threads)
     sizes, num_images, repeats = ([256], 20, 2) if args.quick else ([256, 480], args.images, args.repeats)
     rows = []

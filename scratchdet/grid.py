@@ -209,15 +209,27 @@ def cells_to_boxes(xy: Tensor, wh: Tensor, num_cells: int) -> Tensor:
     return box_convert(torch.stack([cx, cy, wh[..., 0], wh[..., 1]], dim=-1), "cxcywh", "xyxy")
 
 
-def _check_grid(grid: Tensor, config: DetectorConfig, channels: int, name: str) -> None:
+def check_grid(grid: Tensor, config: DetectorConfig, name: str, channels: int | None = None,
+               batched: bool = False) -> None:
+    """Reject a grid tensor that does not fit ``config``, with a message naming it.
+
+    Args:
+        grid: ``Tensor[N, S, S, channels]`` (or ``[S, S, channels]`` unless ``batched``).
+        config: gives S (and B, for the message).
+        name: how the message refers to the tensor.
+        channels: 5 for targets; ``None`` for predictions (``config.channels`` = B*5).
+        batched: require the leading N dimension.
+    """
     if not isinstance(config, DetectorConfig):
         raise TypeError(f"config must be a DetectorConfig, got {type(config).__name__}")
     if not isinstance(grid, Tensor) or not grid.is_floating_point():
-        raise TypeError(f"{name} must be a floating point torch.Tensor, got {type(grid).__name__}")
-    S = config.num_cells
-    if grid.ndim not in (3, 4) or grid.shape[-3:] != (S, S, channels):
-        raise ValueError(f"{name} must have shape [N, {S}, {S}, {channels}] or [{S}, {S}, {channels}] "
-                         f"(S={S} from the config), got {list(grid.shape)}")
+        raise TypeError(f"{name} must be a floating point torch.Tensor, got "
+                        f"{getattr(grid, 'dtype', type(grid).__name__)}")
+    S, channels = config.num_cells, config.channels if channels is None else channels
+    if grid.ndim not in ((4,) if batched else (3, 4)) or grid.shape[-3:] != (S, S, channels):
+        want = f"[N, {S}, {S}, {channels}]" + ("" if batched else f" or [{S}, {S}, {channels}]")
+        raise ValueError(f"{name} must have shape {want} (S={S}, B={config.boxes_per_cell} "
+                         f"from the config), got {list(grid.shape)}")
 
 
 def decode_targets(targets: Tensor, config: DetectorConfig,
@@ -233,7 +245,7 @@ def decode_targets(targets: Tensor, config: DetectorConfig,
         For one image ``Tensor[K, 4]``, the xyxy pixel boxes of the cells with
         obj = 1 in row-major cell order; for a batch, a list of N of them.
     """
-    _check_grid(targets, config, 5, "targets")
+    check_grid(targets, config, "targets", channels=5)
     h, w = _target_size(config, image_size)
     batch = targets if targets.ndim == 4 else targets[None]  # (N, S, S, 5)
     boxes = cells_to_boxes(batch[..., None, 0:2], batch[..., None, 2:4], config.num_cells)
@@ -257,7 +269,7 @@ def decode_grid(pred: Tensor, config: DetectorConfig) -> tuple[Tensor, Tensor]:
         cell (i, j) is at index ``(i*S + j)*B + b``. Unbatched input gives
         ``[S*S*B, 4]`` and ``[S*S*B]``.
     """
-    _check_grid(pred, config, config.channels, "pred")
+    check_grid(pred, config, "pred")
     S, B, size = config.num_cells, config.boxes_per_cell, config.image_size
     cells = pred.unflatten(-1, (B, 5))  # (..., S, S, B, 5)
     boxes = cells_to_boxes(cells[..., 0:2], cells[..., 2:4].square(), S) * size  # (..., S, S, B, 4)

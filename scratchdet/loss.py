@@ -37,7 +37,7 @@ from torch import Tensor
 
 from scratchdet.boxes import box_iou_paired
 from scratchdet.config import DetectorConfig
-from scratchdet.grid import cells_to_boxes
+from scratchdet.grid import cells_to_boxes, check_grid
 
 __all__ = ["LOSS_TERMS", "yolo_loss", "responsible_mask"]
 
@@ -45,16 +45,8 @@ LOSS_TERMS = ("xy", "wh", "obj", "noobj", "total")
 
 
 def _check_inputs(pred: Tensor, targets: Tensor, config: DetectorConfig) -> None:
-    if not isinstance(config, DetectorConfig):
-        raise TypeError(f"config must be a DetectorConfig, got {type(config).__name__}")
-    S, C = config.num_cells, config.channels
-    for name, x, channels in (("pred", pred, C), ("targets", targets, 5)):
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating point torch.Tensor, got "
-                            f"{type(x).__name__}{'' if not isinstance(x, Tensor) else ' ' + str(x.dtype)}")
-        if x.ndim != 4 or x.shape[1:] != (S, S, channels):
-            raise ValueError(f"{name} must have shape [N, {S}, {S}, {channels}] (S={S}, "
-                             f"B={config.boxes_per_cell} from the config), got {list(x.shape)}")
+    check_grid(pred, config, "pred", batched=True)
+    check_grid(targets, config, "targets", channels=5, batched=True)
     if pred.shape[0] != targets.shape[0] or pred.shape[0] == 0:
         raise ValueError(f"pred and targets need the same number N >= 1 of images, got "
                          f"{pred.shape[0]} and {targets.shape[0]}")

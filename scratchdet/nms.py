@@ -211,15 +211,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
 
 def _check_postprocess(grid_predictions: Tensor, config: DetectorConfig, score_threshold: float,
                        max_detections: int) -> None:
-    if not isinstance(config, DetectorConfig):
-        raise TypeError(f"config must be a DetectorConfig, got {type(config).__name__}")
-    S, C = config.num_cells, config.channels
-    if not isinstance(grid_predictions, Tensor) or not grid_predictions.is_floating_point():
-        raise TypeError(f"grid_predictions must be a floating point torch.Tensor, got "
-                        f"{getattr(grid_predictions, 'dtype', type(grid_predictions).__name__)}")
-    if grid_predictions.ndim != 4 or grid_predictions.shape[1:] != (S, S, C):
-        raise ValueError(f"grid_predictions must have shape [N, {S}, {S}, {C}] (S={S}, B*5={C} "
-                         f"from the config), got {list(grid_predictions.shape)}")
+    from scratchdet.grid import check_grid
+
+    check_grid(grid_predictions, config, "grid_predictions", batched=True)
     if not torch.isfinite(grid_predictions).all():
         raise ValueError("grid_predictions contains NaN or inf (check the model's output)")
     _check_threshold(score_threshold, "score_threshold")
