@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 CONF_TARGETS = ("iou", "one")
+PAD_VALUE = 114  # letterbox grey (uint8), shared by the data transforms and YoloDetector.predict
 
-__all__ = ["DetectorConfig", "CONF_TARGETS"]
+__all__ = ["DetectorConfig", "CONF_TARGETS", "PAD_VALUE"]
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,12 @@ from torch import Tensor, nn
 
 from scratchdet.backbones import get_backbone
 from scratchdet.boxes import box_area, clip_boxes
-from scratchdet.config import DetectorConfig
+from scratchdet.config import PAD_VALUE, DetectorConfig
 
 __all__ = ["YoloHead", "YoloDetector", "letterbox"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PAD_VALUE = 114  # letterbox grey, as scratchdet.data.transforms.PAD_VALUE (tests check)
 CONF_PRIOR = 0.01  # initial confidence of every predictor (bias = logit of it)
 
 Images = Union[Tensor, np.ndarray, Sequence[Union[Tensor, np.ndarray]]]

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from scratchdet.boxes import check_boxes, clip_boxes, image_hw
+from scratchdet.config import PAD_VALUE  # mid grey, as in YOLOv5
 
 __all__ = [
     "PAD_VALUE",
@@ -38,7 +39,6 @@ __all__ = [
     "unletterbox_boxes",
 ]
 
-PAD_VALUE = 114  # mid grey, as in YOLOv5: padding looks like nothing in particular
 
 
 def _check_image(image: np.ndarray) -> None:
