@@ -253,3 +253,18 @@ def test_statistics_of_synthfaces_use_its_boxes(tmp_path):
     generic = dataset_statistics(_ListSource([ds[i][1] for i in range(6)]))
     assert {k: v for k, v in stats.items() if k != "scenes"} == generic
     assert sum(stats["scenes"].values()) == 6
+
+
+def test_a_smaller_split_reads_the_first_images_of_a_larger_cache(tmp_path):
+    big = SynthFaces("val", image_size=48, num_images=6, root=tmp_path)
+    small = SynthFaces("val", image_size=48, num_images=3, root=tmp_path)
+    assert small.cache_dir == big.cache_dir and len(small) == 3
+    assert list((tmp_path / "synthfaces").iterdir()) == [big.cache_dir], "no second cache drawn"
+    direct = SynthFaces("val", image_size=48, num_images=3, cache=False)
+    for i in range(3):
+        assert np.array_equal(small[i][0], direct[i][0]) and np.array_equal(small[i][1], direct[i][1])
+        assert small.meta(i) == direct.meta(i)
+    with pytest.raises(IndexError):
+        small[3]
+    other_seed = SynthFaces("val", image_size=48, num_images=3, seed=1, root=tmp_path)
+    assert other_seed.cache_dir != big.cache_dir

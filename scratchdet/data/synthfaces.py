@@ -309,10 +309,15 @@ class SynthFaces:
         self.cache_dir = Path(root) / "synthfaces" / self.key if cache else None
         self._images = None  # memory map, opened lazily (and again after pickling)
         self._labels = None
+        self._cached = self.num_images  # images in the cache folder (a larger one may serve)
         if self.cache_dir is not None:
             if not self.cache_dir.is_dir():
-                _build_cache(self, self.cache_dir, progress)
-            self._labels = _read_labels(self.cache_dir, self.num_images)
+                larger = _larger_cache(self)
+                if larger is None:
+                    _build_cache(self, self.cache_dir, progress)
+                else:  # the first images of a bigger cache of this split are these images
+                    self.cache_dir, self._cached = larger
+            self._labels = _read_labels(self.cache_dir, self._cached)
 
     @property
     def key(self) -> str:
@@ -346,7 +351,7 @@ class SynthFaces:
         if self._labels is None:
             return generate_sample(self.seed, self.split, i, self.image_size)
         if self._images is None:
-            self._images = _open_images(self.cache_dir, self.num_images, self.image_size)
+            self._images = _open_images(self.cache_dir, self._cached, self.image_size)
         return SynthSample(np.array(self._images[i]), self.boxes(i), self.meta(i))
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -384,6 +389,22 @@ def _generator_hash() -> str:
     for path in (Path(__file__), Path(_draw.__file__)):
         digest.update(path.read_bytes().replace(b"\r\n", b"\n"))
     return digest.hexdigest()[:8]
+
+
+def _larger_cache(ds: SynthFaces) -> tuple[Path, int] | None:
+    """The smallest complete cache of the same split, seed and size holding more images, if any.
+
+    Image ``i`` depends only on ``(seed, split, i, image_size)``, so its first
+    ``num_images`` images are exactly the ones asked for (``val_size=200``
+    reads the 500-image val cache instead of drawing a new one).
+    """
+    prefix = ds.key[: ds.key.rindex("-n") + 2]
+    found = []
+    for folder in ds.cache_dir.parent.glob(f"{prefix}*"):
+        count = folder.name[len(prefix):]
+        if count.isdigit() and int(count) > ds.num_images and (folder / "info.json").is_file():
+            found.append((int(count), folder))
+    return (min(found)[1], min(found)[0]) if found else None
 
 
 def _build_cache(ds: SynthFaces, final: Path, progress: bool | None) -> None:
