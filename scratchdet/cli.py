@@ -95,7 +95,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from scratchdet.model import YoloDetector
-    from scratchdet.pipeline import evaluate_model, open_split
+    from scratchdet.pipeline import evaluate_model, jsonable_metrics, open_split
 
     if not Path(args.checkpoint).is_file():
         raise UserError(f"checkpoint {args.checkpoint!r} does not exist")
@@ -104,22 +104,12 @@ def _evaluate(args: argparse.Namespace) -> None:
                         args.num_images)
     metrics = evaluate_model(model, source, score_threshold=args.score_threshold,
                              iou_threshold=args.iou_threshold, wider_out=args.wider_out)
-    text = json.dumps(_jsonable(metrics), indent=2)
+    text = json.dumps(jsonable_metrics(metrics), indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
         print(f"metrics written to {args.out}")
     print(text)
-
-
-def _jsonable(metrics: dict) -> dict:
-    out = {}
-    for key, value in metrics.items():
-        if hasattr(value, "tolist"):
-            value = value.tolist()
-        if isinstance(value, (int, float, str, bool, list, dict)) or value is None:
-            out[key] = value
-    return out
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -17,9 +17,8 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from scratchdet.pipeline import TrainSettings, evaluate_model, latest_log, run_training, settings_dict
+from scratchdet.pipeline import (TrainSettings, evaluate_model, jsonable_metrics, latest_log, run_training,
+                                 settings_dict)
 
 __all__ = ["DEMO_SETTINGS", "run_demo", "plot_training_log"]
 
@@ -117,8 +116,7 @@ def run_demo(output_dir: str | Path = "runs/demo", epochs: int | None = None, tr
     plot_training_log(latest_log(out), out / "curves.png")
     written = _annotate(model, out / "detections", test)
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
-    keep = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()
-            if isinstance(v, (int, float, str, dict, np.floating))}
+    keep = jsonable_metrics(metrics)
     (out / "metrics.json").write_text(json.dumps(keep, indent=2) + "\n")
     print(f"== SynthFaces test AP50: {metrics['ap50']:.3f} (all faces), {metrics['ap50_ge24']:.3f} (faces >= 24 px), "
           f"{metrics['ap50_small']:.3f} (faces < 16 px)")

@@ -370,6 +370,17 @@ def _wider_paths(source) -> list[str]:
     return [source.records[i].path for i in indices]
 
 
+def jsonable_metrics(metrics: dict) -> dict:
+    """The entries of a metrics dict that JSON can hold (numpy scalars and arrays become Python)."""
+    out = {}
+    for key, value in metrics.items():
+        if hasattr(value, "tolist"):
+            value = value.tolist()
+        if isinstance(value, (int, float, str, bool, list, dict)) or value is None:
+            out[key] = value
+    return out
+
+
 def settings_dict(settings: TrainSettings) -> dict:
     """Plain dict of the settings (for YAML and JSON)."""
     return dataclasses.asdict(settings)
