@@ -4,35 +4,11 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 import sys
-import time
-from typing import Callable
 
 import torch
 
-
-def median_seconds(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
-                   min_time: float = 0.0) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs.
-
-    With ``min_time`` > 0, each timed sample loops ``fn`` until it has run for
-    at least that long and reports the per-call time, so sub-millisecond
-    functions are not dominated by timer resolution.
-    """
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        calls, start = 0, time.perf_counter()
-        while True:
-            fn()
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                break
-        samples.append(elapsed / calls)
-    return statistics.median(samples)
+from scratchdet.profiling import median_seconds  # noqa: F401  (re-exported for the benchmarks)
 
 
 def environment(threads: int) -> dict:

@@ -27,21 +27,13 @@ import sys
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from _timing import benchmark_parser, emit, environment, median_seconds, parse_args
 from scratchdet.config import DetectorConfig
 from scratchdet.model import YoloDetector
+from scratchdet.profiling import count_macs
 
 BATCH = 16
-
-
-def count_macs(model: torch.nn.Module, image_size: int) -> int:
-    """MACs of one eval forward pass of one image (FlopCounterMode counts 2 FLOPs per MAC)."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        model(torch.rand(1, 3, image_size, image_size))
-    return counter.get_total_flops() // 2
 
 
 def train_step_seconds(model: torch.nn.Module, image_size: int, repeats: int, warmup: int) -> float:

@@ -44,7 +44,7 @@ from scratchdet.boxes import box_area, box_iou, check_boxes
 __all__ = [
     "COCO_IOU_THRESHOLDS", "SIZE_BINS", "CROWD_BINS", "AP_METHODS", "MatchResult",
     "match_detections", "precision_recall", "average_precision", "evaluate_detections",
-    "evaluate_by_size", "evaluate_by_crowd", "collect_predictions", "evaluate_detector",
+    "evaluate_by_size", "evaluate_by_crowd", "operating_point", "collect_predictions", "evaluate_detector",
     "write_wider_predictions", "read_wider_predictions", "evaluate_wider",
 ]
 
@@ -348,6 +348,42 @@ def evaluate_by_crowd(predictions: Sequence[Mapping], ground_truths: Sequence,
                                      (iou_threshold,), method)
         out[f"ap50_{name}"], out[f"num_images_{name}"] = result["ap"], len(chosen)
     return out
+
+
+def operating_point(predictions: Sequence[Mapping], ground_truths: Sequence, score_threshold: float = 0.25,
+                    iou_threshold: float = 0.5) -> dict:
+    """What a user of the detector at one score threshold sees: hits, misses, false alarms.
+
+    AP summarises the whole precision/recall curve; a deployed detector keeps
+    only detections scoring at least ``score_threshold`` (the default of
+    :meth:`~scratchdet.model.YoloDetector.predict`). Detections are matched as
+    for AP (:func:`match_detections`), so a duplicate of a found face is a
+    false positive.
+
+    Args:
+        predictions, ground_truths: as in :func:`evaluate_detections`.
+        score_threshold: keep detections with score >= this.
+        iou_threshold: a match needs IoU >= this.
+
+    Returns:
+        dict: ``score_threshold``, ``tp``, ``fp``, ``fn`` (faces missed),
+        ``precision`` (NaN without detections), ``recall`` (NaN without faces),
+        ``fp_per_image`` and ``num_images``.
+    """
+    if not (isinstance(score_threshold, (int, float)) and math.isfinite(score_threshold)):
+        raise ValueError(f"score_threshold must be a finite number, got {score_threshold!r}")
+    _check_lists(predictions, ground_truths)
+    kept = []
+    for i, pred in enumerate(predictions):
+        boxes = _as_boxes(pred["boxes"], f"predictions[{i}]['boxes']")
+        scores = _as_scores(pred["scores"], len(boxes), f"predictions[{i}]['scores']")
+        keep = scores >= score_threshold
+        kept.append({"boxes": boxes[torch.from_numpy(keep)], "scores": scores[keep]})
+    result = evaluate_detections(kept, ground_truths, (iou_threshold,))
+    tp, fp, num_gt = result["tp"], result["fp"], result["num_gt"]
+    return {"score_threshold": float(score_threshold), "tp": tp, "fp": fp, "fn": num_gt - tp,
+            "precision": tp / (tp + fp) if tp + fp else math.nan, "recall": tp / num_gt if num_gt else math.nan,
+            "fp_per_image": fp / len(predictions) if predictions else math.nan, "num_images": len(predictions)}
 
 
 def collect_predictions(detector: Callable, source, max_images: int | None = None) -> tuple[list, list, float]:

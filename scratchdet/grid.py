@@ -31,7 +31,7 @@ Taught in ``notebooks/03_grid_encoding.ipynb``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -311,14 +311,26 @@ def _flatten_boxes(boxes: Sequence[Tensor], image_size) -> tuple[Tensor, Tensor,
     return flat, torch.cat([torch.zeros(0, 2), *whs]), torch.repeat_interleave(counts), len(boxes)
 
 
-def _collisions(flat: Tensor, image_wh: Tensor, image_idx: Tensor, num_images: int, num_cells) -> dict:
+def _collisions(flat: Tensor, image_wh: Tensor, image_idx: Tensor, num_images: int, num_cells,
+                size_bins: Mapping[str, tuple[float, float]] | None = None) -> dict:
     _check_num_cells(num_cells)
     rows, cols, _ = _locate(flat, image_wh, num_cells)
     cell_id = (image_idx * num_cells + rows) * num_cells + cols  # (T,)
     per_cell = torch.unique(cell_id, return_counts=True)[1]  # (occupied cells,) faces in each
     faces, lost = len(cell_id), len(cell_id) - len(per_cell)
-    return {"num_cells": num_cells, "images": num_images, "faces": faces, "lost": lost,
-            "lost_fraction": lost / faces if faces else 0.0, "crowded_cells": int((per_cell > 1).sum())}
+    out = {"num_cells": num_cells, "images": num_images, "faces": faces, "lost": lost,
+           "lost_fraction": lost / faces if faces else 0.0, "crowded_cells": int((per_cell > 1).sum())}
+    if size_bins:
+        area = (flat[:, 2] - flat[:, 0]) * (flat[:, 3] - flat[:, 1])  # (T,)
+        slots = num_images * num_cells * num_cells
+        kept = _winners(cell_id, area, slots)[cell_id] == torch.arange(faces)  # (T,) the target of its cell
+        size = area.clamp(min=0).sqrt()  # (T,) face size sqrt(w*h) px
+        for name, (lo, hi) in size_bins.items():
+            chosen = (size >= lo) & (size <= hi)
+            count = int(chosen.sum())
+            out[f"faces_{name}"] = count
+            out[f"lost_fraction_{name}"] = float((chosen & ~kept).sum()) / count if count else float("nan")
+    return out
 
 
 def collision_stats(boxes: Sequence[Tensor], num_cells: int, image_size) -> dict:
@@ -342,7 +354,15 @@ def collision_stats(boxes: Sequence[Tensor], num_cells: int, image_size) -> dict
 
 
 def collision_rates(boxes: Sequence[Tensor], image_size,
-                    num_cells: Sequence[int] = (4, 5, 7, 8, 10, 14, 16, 20, 32)) -> list[dict]:
-    """:func:`collision_stats` for several grid sizes S (boxes validated once), one dict per S."""
+                    num_cells: Sequence[int] = (4, 5, 7, 8, 10, 14, 16, 20, 32),
+                    size_bins: Mapping[str, tuple[float, float]] | None = None) -> list[dict]:
+    """:func:`collision_stats` for several grid sizes S (boxes validated once), one dict per S.
+
+    With ``size_bins`` (name -> ``(lo, hi)`` face size ``sqrt(w*h)`` px, both
+    ends included, e.g. :data:`scratchdet.evaluation.SIZE_BINS`), each dict also
+    has ``faces_<bin>`` and ``lost_fraction_<bin>``: the share of that bin's
+    faces that are not their cell's target (the largest face of a cell is kept),
+    NaN for an empty bin.
+    """
     flat = _flatten_boxes(boxes, image_size)
-    return [_collisions(*flat, s) for s in num_cells]
+    return [_collisions(*flat, s, size_bins) for s in num_cells]

@@ -37,7 +37,8 @@ class TrainSettings:
     Data: ``dataset`` (``synthfaces`` | ``wider``), ``data_root`` (SynthFaces
     cache), ``wider_root``, ``train_size`` / ``val_size`` (images, ``None``:
     the whole split), ``augment``, ``num_workers``. Model: ``backbone``,
-    ``preset``, ``image_size``, ``num_cells`` (S), ``boxes_per_cell`` (B),
+    ``preset``, ``pretrained`` (ImageNet weights, MobileNets only; from the
+    torch hub cache or the internet), ``image_size``, ``num_cells`` (S), ``boxes_per_cell`` (B),
     ``lambda_coord``, ``lambda_noobj``, ``conf_target``. Optimisation:
     ``epochs``, ``batch_size``, ``lr``, ``optimizer``, ``weight_decay``,
     ``schedule``, ``gradient_clip``, ``early_stopping_patience`` (epochs
@@ -59,6 +60,7 @@ class TrainSettings:
     num_workers: int = 0
     backbone: str = "poolresnet"
     preset: str = "medium"
+    pretrained: bool = False
     image_size: int = 256
     num_cells: int = 8
     boxes_per_cell: int = 2
@@ -278,8 +280,13 @@ def run_training(settings: TrainSettings, datamodule=None, extra_callbacks: Sequ
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     config = settings.detector_config()
     datamodule = datamodule or build_datamodule(settings)
-    module = YoloModule(config, backbone=settings.backbone, preset=settings.preset, optimizer=settings.optimizer,
-                        lr=settings.lr, weight_decay=settings.weight_decay, schedule=settings.schedule)
+    if settings.pretrained and not settings.backbone.startswith("mobilenet"):
+        raise ValueError(f"pretrained=True needs a MobileNet backbone (ImageNet weights exist only for "
+                         f"torchvision's models), got backbone={settings.backbone!r}")
+    backbone_kwargs = {"pretrained": True} if settings.pretrained else None
+    module = YoloModule(config, backbone=settings.backbone, preset=settings.preset, backbone_kwargs=backbone_kwargs,
+                        optimizer=settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay,
+                        schedule=settings.schedule)
     callbacks, checkpoint, throughput = _callbacks(settings, checkpoints)
     trainer = pl.Trainer(
         max_epochs=settings.epochs, accelerator=settings.accelerator, devices=settings.devices,

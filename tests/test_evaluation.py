@@ -15,6 +15,7 @@ from scratchdet.evaluation import (
     evaluate_detections,
     evaluate_detector,
     match_detections,
+    operating_point,
     precision_recall,
 )
 
@@ -235,3 +236,38 @@ def test_agrees_with_torchmetrics(seed, realistic):
         assert by_size["ap50_95"] == pytest.approx(ref[f"map_{name}"], abs=1e-3), name
     if realistic:
         assert ref["map_50"] > 0.2  # the case is not degenerate
+
+
+def test_operating_point_by_hand():
+    # Score >= 0.75 keeps 0.9 (TP on A) and 0.8 (duplicate: FP); faces: A, B, and image 2's face.
+    point = operating_point(HAND_PREDS, HAND_GTS, score_threshold=0.75)
+    assert (point["tp"], point["fp"], point["fn"], point["num_images"]) == (1, 1, 2, 2)
+    assert point["precision"] == 0.5 and point["recall"] == pytest.approx(1 / 3)
+    assert point["fp_per_image"] == 0.5
+    everything = operating_point(HAND_PREDS, HAND_GTS, score_threshold=0.0)
+    assert (everything["tp"], everything["fp"], everything["fn"]) == (2, 2, 1)
+    nothing = operating_point(HAND_PREDS, HAND_GTS, score_threshold=0.95)
+    assert (nothing["tp"], nothing["fp"]) == (0, 0) and math.isnan(nothing["precision"]) and nothing["recall"] == 0
+
+
+def test_operating_point_agrees_with_the_full_curve():
+    g = torch.Generator().manual_seed(3)
+    gts = [torch.tensor([box(10 * i, 10 * i, 8, 8) for i in range(k)]).reshape(-1, 4) for k in (3, 0, 5)]
+    preds = []
+    for gt in gts:
+        jitter = gt + torch.rand(gt.shape, generator=g) * 3
+        extra = torch.rand(2, 2, generator=g) * 100
+        boxes = torch.cat([jitter, torch.cat([extra, extra + 6], dim=1)])
+        preds.append({"boxes": boxes, "scores": torch.rand(len(boxes), generator=g)})
+    curve = evaluate_detections(preds, gts, (0.5,))
+    for threshold in (0.2, 0.5, 0.8):
+        point = operating_point(preds, gts, threshold)
+        k = int((curve["scores"] >= threshold).sum())
+        assert point["tp"] == round(curve["recall"][k - 1] * curve["num_gt"]) if k else point["tp"] == 0
+        assert point["tp"] + point["fp"] == k
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), "0.5", None])
+def test_operating_point_rejects_bad_threshold(threshold):
+    with pytest.raises(ValueError, match="score_threshold must be a finite number"):
+        operating_point(HAND_PREDS, HAND_GTS, threshold)

@@ -289,3 +289,30 @@ def test_cells_to_boxes_is_differentiable():
 def test_bad_input_raises_clearly(call, error, match):
     with pytest.raises(error, match=match):
         call(DetectorConfig())
+
+
+def test_collision_rates_by_size_match_assign_cells():
+    sizes = [(256, 256), (256, 256), (128, 200)]
+    boxes = [random_boxes(m, 128, seed=m) for m in (40, 0, 25)]
+    bins = {"small": (0.0, 16.0), "large": (16.0, math.inf)}
+    for rates in collision_rates(boxes, sizes, num_cells=(4, 8), size_bins=bins):
+        lost = {name: 0 for name in bins}
+        count = {name: 0 for name in bins}
+        for b, size in zip(boxes, sizes):
+            if len(b) == 0:
+                continue
+            _, _, kept = assign_cells(b, rates["num_cells"], size)
+            face = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sqrt()
+            for name, (lo, hi) in bins.items():
+                chosen = (face >= lo) & (face <= hi)
+                count[name] += int(chosen.sum())
+                lost[name] += int((chosen & ~kept).sum())
+        for name in bins:
+            assert rates[f"faces_{name}"] == count[name]
+            assert rates[f"lost_fraction_{name}"] == pytest.approx(lost[name] / count[name])
+        assert sum(lost.values()) == rates["lost"]  # one target per occupied cell
+
+
+def test_collision_rates_empty_size_bin_is_nan():
+    rates = collision_rates([torch.tensor([[0.0, 0.0, 10.0, 10.0]])], 256, (8,), {"huge": (100.0, math.inf)})[0]
+    assert rates["faces_huge"] == 0 and math.isnan(rates["lost_fraction_huge"])
