@@ -14,8 +14,10 @@ faces per image, grid collisions per S, the finer-grid improvement).
 
 Writes ``--out`` (default ``benchmarks/results/experiments.json``; with
 ``--quick`` a temporary folder) with every run's record, and the figures to
-``--figures`` (default ``docs/study/``). Each run keeps its checkpoints and a
-``record.json`` in ``--work-dir``; a second call reuses records with the same
+``--figures`` (default ``docs/study/``: ``summary.png``, one figure per part,
+and ``examples.jpg``, the baseline and the finer grid on crowded test images).
+Each run keeps its checkpoints and a ``record.json`` in ``--work-dir``; a
+second call reuses records with the same
 settings (``--no-reuse`` retrains), so an interrupted study continues.
 Training uses ``--threads`` CPU threads (default 2); latency is measured at
 1 thread. Run it alone: two torch processes on 2 cores slow each other down
@@ -31,7 +33,8 @@ import time
 from pathlib import Path
 
 from _timing import benchmark_parser, emit, environment, parse_args
-from scratchdet.study import FULL_PLAN, PARTS, REDUCED_PLAN, StudyPlan, plot_study, run_study, save_results
+from scratchdet.study import (FULL_PLAN, PARTS, REDUCED_PLAN, StudyPlan, plot_examples, plot_study, run_study,
+                              save_results)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny models on 64 px images: the whole pipeline in seconds, numbers meaningless.
@@ -71,6 +74,12 @@ def main() -> None:
                         progress=lambda line: print(line, file=sys.stderr, flush=True))
     save_results(results, out)
     plot_study(results, figures)
+    if "small_faces" in parts:
+        from scratchdet.data.synthfaces import SynthFaces
+
+        test = SynthFaces("test", image_size=plan.base["image_size"], root=plan.base["data_root"],
+                          num_images=plan.test_images)
+        plot_examples(results, work, test, out_png=figures / "examples.jpg")
     print(f"results: {out}\nfigures: {figures}/", file=sys.stderr)
     emit({
         "benchmark": "experiments",

@@ -26,8 +26,8 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, LearningRateMon
 from scratchdet.config import DetectorConfig
 from scratchdet.training import YoloModule
 
-__all__ = ["TrainSettings", "TrainResult", "load_settings", "run_training", "evaluate_model", "open_split",
-           "latest_log", "quiet_lightning"]
+__all__ = ["TrainSettings", "TrainResult", "load_settings", "run_training", "evaluate_model", "predict_source",
+           "open_split", "latest_log", "quiet_lightning"]
 
 
 @dataclass
@@ -328,6 +328,30 @@ def open_split(dataset: str, split: str, image_size: int, data_root: str = "data
 
 
 @torch.no_grad()
+def predict_source(model, source, batch_size: int = 32, score_threshold: float = 0.01, iou_threshold: float = 0.45,
+                   max_detections: int = 100) -> tuple[list[dict], list[torch.Tensor]]:
+    """Detections of ``model`` on every image of a dataset source, and the source's boxes.
+
+    Args:
+        model: a :class:`~scratchdet.model.YoloDetector` (any device).
+        source: ``source[i] -> (image uint8 (H, W, 3) RGB, boxes (M, 4) xyxy px)``.
+        batch_size: images per forward pass.
+        score_threshold, iou_threshold, max_detections: passed to ``predict``.
+
+    Returns:
+        ``(detections, truths)``: per image ``{"boxes": Tensor[K, 4], "scores":
+        Tensor[K]}`` on the CPU, and ``Tensor[M, 4]`` float32 ground truth.
+    """
+    detections, truths = [], []
+    for start in range(0, len(source), batch_size):
+        samples = [source[i] for i in range(start, min(start + batch_size, len(source)))]
+        detections += [{k: v.cpu() for k, v in d.items()} for d in model.predict(
+            [image for image, _ in samples], score_threshold, iou_threshold, max_detections)]
+        truths += [torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) for _, boxes in samples]
+    return detections, truths
+
+
+@torch.no_grad()
 def evaluate_model(model, source, batch_size: int = 32, score_threshold: float = 0.01,
                    iou_threshold: float = 0.45, max_detections: int = 100, wider_out: str | None = None) -> dict:
     """AP of ``model`` on a dataset source, overall and by face size.
@@ -349,12 +373,7 @@ def evaluate_model(model, source, batch_size: int = 32, score_threshold: float =
     from scratchdet.evaluation import evaluate_by_size
 
     paths = _wider_paths(source) if wider_out is not None else None  # fail before the work
-    detections, truths = [], []
-    for start in range(0, len(source), batch_size):
-        samples = [source[i] for i in range(start, min(start + batch_size, len(source)))]
-        detections += [{k: v.cpu() for k, v in d.items()} for d in model.predict(
-            [image for image, _ in samples], score_threshold, iou_threshold, max_detections)]
-        truths += [torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) for _, boxes in samples]
+    detections, truths = predict_source(model, source, batch_size, score_threshold, iou_threshold, max_detections)
     metrics = dict(evaluate_by_size(detections, truths))
     metrics.update(num_images=len(truths), num_faces=int(sum(len(t) for t in truths)))
     if wider_out is not None:

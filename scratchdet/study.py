@@ -48,7 +48,7 @@ import torch
 
 __all__ = ["PARTS", "RUN_FIELDS", "StudyPlan", "FULL_PLAN", "REDUCED_PLAN", "REDUCED_PARTS", "plan_runs", "run_id",
            "pretrained_weights", "install_offline_weights", "evaluate_run", "profile_model", "run_study",
-           "summarize", "study_tables", "plot_study", "save_results", "load_results"]
+           "summarize", "study_tables", "plot_study", "plot_examples", "save_results", "load_results"]
 
 PARTS = ("backbones", "pretrained", "loss_weights", "small_faces")
 # The settings a run may change; everything else comes from the plan's base.
@@ -71,6 +71,9 @@ class StudyPlan:
             run is ``base`` itself with seed ``seeds[0]``.
         backbones: compared in ``backbones``, random init, ``backbone_seeds``
             each (the baseline's backbone also gets ``baseline_seeds``).
+        equal_time: values of one more baseline run in ``backbones`` that
+            trains about as long as the slowest backbone (e.g. ``{"epochs": 6}``):
+            accuracy at equal training *time*, not equal images; ``{}``: none.
         pretrained_backbone: the backbone trained with and without ImageNet
             weights in ``pretrained``, beside the baseline's backbone.
         pretrained_values: what ``pretrained`` runs change (all three of
@@ -93,6 +96,7 @@ class StudyPlan:
     base: Mapping
     backbones: tuple[str, ...] = ("resnet", "poolresnet", "mobilenet_v3")
     backbone_seeds: tuple[int, ...] = (0,)
+    equal_time: Mapping = field(default_factory=dict)
     pretrained_backbone: str = "mobilenet_v2"
     pretrained_values: Mapping = field(default_factory=dict)
     lambda_coord: tuple[float, ...] = (1.25, 5.0, 20.0)
@@ -120,7 +124,7 @@ class StudyPlan:
         if bad or not self.improvement:
             raise ValueError(f"improvement must change some of {list(RUN_FIELDS)}, got {dict(self.improvement)}")
         free = [f for f in RUN_FIELDS if f not in ("pretrained", "lambda_coord", "lambda_noobj")]
-        for name in ("pretrained_values", "loss_values"):
+        for name in ("pretrained_values", "loss_values", "equal_time"):
             bad = sorted(set(getattr(self, name)) - set(free))
             if bad:
                 raise ValueError(f"{name} may only change {free}, got {bad}")
@@ -150,15 +154,16 @@ class StudyPlan:
         return json.loads(json.dumps(asdict(self)))
 
 
-# About 80 minutes on 2 CPU cores. Every run: 256 px, S=8, B=2, AdamW 2e-3 with warm-up + cosine, batch 16,
+# About 90 minutes on 2 CPU cores. Every run: 256 px, S=8, B=2, AdamW 2e-3 with warm-up + cosine, batch 16,
 # 3 epochs of 4,000 SynthFaces training images (750 steps). Two budgets are cut to fit: the loss-weight grid
 # (9 runs) uses the small PoolResNet, and the pretrained comparison 3 epochs of 1,600 images (MobileNetV2
-# trains at ~6 images/s here, PoolResNet at ~50).
+# trains at ~6 images/s here, PoolResNet at ~50). One PoolResNet run gets 6 epochs: ResNet's training time.
 FULL_PLAN = StudyPlan(
     name="full",
     base=dict(dataset="synthfaces", backbone="poolresnet", preset="medium", image_size=256, num_cells=8,
               boxes_per_cell=2, lambda_coord=5.0, lambda_noobj=0.5, epochs=3, batch_size=16, lr=2e-3,
               optimizer="adamw", schedule="warmup_cosine", train_size=4000, val_size=200, seed=0, threads=2),
+    equal_time={"epochs": 6},
     pretrained_values={"train_size": 1600, "epochs": 3},
     loss_values={"preset": "small"},
 )
@@ -196,6 +201,8 @@ def plan_runs(plan: StudyPlan, parts: Sequence[str] = PARTS) -> list[dict]:
                 wanted.append(("backbones", {"backbone": backbone, "seed": seed}))
         for seed in plan.baseline_seeds:
             wanted.append(("backbones", {"seed": seed}))
+        if plan.equal_time:
+            wanted.append(("backbones", dict(plan.equal_time)))
     if "loss_weights" in parts:
         for coord in plan.lambda_coord:
             for noobj in plan.lambda_noobj:
@@ -332,14 +339,10 @@ def evaluate_run(model, source, score_threshold: float = 0.25, batch_size: int =
         ``seconds`` (prediction and evaluation).
     """
     from scratchdet.evaluation import evaluate_by_crowd, evaluate_by_size, operating_point
+    from scratchdet.pipeline import predict_source
 
     start = time.perf_counter()
-    predictions, truths = [], []
-    for first in range(0, len(source), batch_size):
-        samples = [source[i] for i in range(first, min(first + batch_size, len(source)))]
-        predictions += [{k: v.cpu() for k, v in d.items()}
-                        for d in model.predict([image for image, _ in samples], score_threshold=0.01)]
-        truths += [torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) for _, boxes in samples]
+    predictions, truths = predict_source(model, source, batch_size)  # score >= 0.01: the whole PR curve
     out = dict(evaluate_by_size(predictions, truths))
     out.update(evaluate_by_crowd(predictions, truths))
     point = operating_point(predictions, truths, score_threshold)
@@ -558,6 +561,10 @@ def summarize(results: dict) -> dict:
         rows = [row({**baseline, "backbone": name},
                     plan.baseline_seeds if name == baseline["backbone"] else plan.backbone_seeds, backbone=name)
                 for name in plan.backbones]
+        if plan.equal_time:
+            values = {**baseline, **plan.equal_time}
+            rows.append(row(values, plan.baseline_seeds[:1], equal_time=True,
+                            backbone=f"{baseline['backbone']} ({values['epochs']}x{values['train_size']} images)"))
         summary["backbones"] = [r for r in rows if r]
     if "pretrained" in results["parts"] and "pretrained" not in results.get("skipped_parts", []):
         values = {**baseline, **plan.pretrained_values}
@@ -708,7 +715,7 @@ def plot_study(results: dict, out_dir: str | os.PathLike | None = None) -> dict:
 
 def _plot_backbones(ax, summary: dict) -> None:
     for row in summary["backbones"]:
-        ax.scatter(row["latency_ms"], row["ap50"], s=60)
+        ax.scatter(row["latency_ms"], row["ap50"], s=60, marker="D" if row.get("equal_time") else "o")
         ax.annotate(row["backbone"], (row["latency_ms"], row["ap50"]), textcoords="offset points",
                     xytext=(6, 4), fontsize=9)
         if len(row.get("ap50_seeds", [])) > 1:
@@ -776,6 +783,55 @@ def _plot_small(ax, rows: list[dict]) -> None:
     twin_handles = twin.get_legend_handles_labels()
     ax.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], fontsize=8, loc="upper left")
     ax.grid(alpha=0.3, axis="y")
+
+
+def plot_examples(results: dict, work_dir: str | os.PathLike, source, num_images: int = 3,
+                  score_threshold: float | None = None, out_png: str | os.PathLike | None = None):
+    """Detections of the baseline and of the improvement on the most crowded test images.
+
+    Reads the checkpoints of both models' first seed from ``work_dir`` (the
+    study's run folders). Ground truth in red, detections (score >=
+    ``score_threshold``, default the plan's) in green, the grid in yellow.
+
+    Returns:
+        The figure (saved to ``out_png`` and closed, if given), or ``None``
+        when a checkpoint is missing (e.g. results copied without ``work_dir``).
+    """
+    import matplotlib.pyplot as plt
+
+    from scratchdet.model import YoloDetector
+    from scratchdet.viz import RED, draw_boxes, draw_grid
+
+    plan = _plan_from_dict(results["plan"])
+    threshold = plan.score_threshold if score_threshold is None else score_threshold
+    models = []
+    for label, values in (("baseline", plan.baseline()), (plan.improvement_label, {**plan.baseline(),
+                                                                                   **plan.improvement})):
+        runs = _matching(results, values, plan.baseline_seeds[:1])
+        path = Path(work_dir) / runs[0]["id"] / "checkpoints" / runs[0]["checkpoint"] if runs else None
+        if path is None or not path.exists():
+            return None
+        models.append((label, YoloDetector.from_checkpoint(path).eval()))
+    counts = torch.tensor([len(source[i][1]) for i in range(len(source))])
+    chosen = counts.argsort(descending=True, stable=True)[:num_images].tolist()
+    fig, axes = plt.subplots(len(models), len(chosen), figsize=(4 * len(chosen), 4.2 * len(models)), squeeze=False)
+    for column, index in enumerate(chosen):
+        image, truth = source[index]
+        for row, (label, model) in enumerate(models):
+            found = model.predict(image, score_threshold=threshold)[0]
+            canvas = draw_grid(image, model.config.num_cells)
+            canvas = draw_boxes(canvas, truth, color=RED, thickness=1)
+            canvas = draw_boxes(canvas, found["boxes"].cpu(), thickness=1)
+            ax = axes[row][column]
+            ax.imshow(canvas)
+            ax.set_title(f"{label}: {len(found['boxes'])} found, {len(truth)} faces", fontsize=9)
+            ax.axis("off")
+    fig.suptitle(f"test images with the most faces (red: faces, green: detections with score >= {threshold:g})")
+    fig.tight_layout()
+    if out_png is not None:
+        fig.savefig(out_png, dpi=90)
+        plt.close(fig)
+    return fig
 
 
 def save_results(results: dict, path: str | os.PathLike) -> Path:

@@ -11,7 +11,7 @@ import torch
 from scratchdet import study
 from scratchdet.pipeline import TrainSettings, run_training
 from scratchdet.study import (FULL_PLAN, REDUCED_PLAN, StudyPlan, install_offline_weights, load_results, plan_runs,
-                              plot_study, pretrained_weights, run_study, save_results, study_tables)
+                              plot_examples, plot_study, pretrained_weights, run_study, save_results, study_tables)
 
 TINY_BASE = {**FULL_PLAN.base, "preset": "small", "image_size": 64, "num_cells": 2, "epochs": 1, "train_size": 8,
              "val_size": 4, "batch_size": 4, "threads": 1}
@@ -19,7 +19,8 @@ TINY_BASE = {**FULL_PLAN.base, "preset": "small", "image_size": 64, "num_cells":
 
 def tiny_plan(tmp_path, **kw) -> StudyPlan:
     values = dict(name="tiny", base={**TINY_BASE, "data_root": str(tmp_path / "data")},
-                  backbones=("poolresnet", "mobilenet_v3"), lambda_coord=(5.0,), lambda_noobj=(0.5, 2.0),
+                  backbones=("poolresnet", "mobilenet_v3"), equal_time={"epochs": 2}, lambda_coord=(5.0,),
+                  lambda_noobj=(0.5, 2.0),
                   improvement={"num_cells": 4}, improvement_label="S=4", baseline_seeds=(0,),
                   collision_cells=(2, 4), test_images=4, latency_repeats=1)
     return StudyPlan(**{**values, **kw})
@@ -39,9 +40,11 @@ def empty_hub(tmp_path, monkeypatch):
 def test_full_plan_trains_the_shared_baseline_once():
     runs = plan_runs(FULL_PLAN)
     ids = [r["id"] for r in runs]
-    # 3 backbones + a second baseline seed, a 3x3 loss grid (small preset), 2 seeds of S=16,
-    # and the pretrained part: the baseline and MobileNetV2 random / ImageNet at its own budget
-    assert len(ids) == len(set(ids)) == 4 + 9 + 2 + 3
+    # 3 backbones + a second baseline seed + the baseline at ResNet's training time, a 3x3 loss grid
+    # (small preset), 2 seeds of S=16, and the pretrained part: the baseline and MobileNetV2
+    # random / ImageNet at its own budget
+    assert len(ids) == len(set(ids)) == 5 + 9 + 2 + 3
+    assert "poolresnet-medium-256px-S8-B2-lc5-ln0.5-6x4000-seed0" in ids
     baseline = runs[[r["values"] == FULL_PLAN.baseline() for r in runs].index(True)]
     assert baseline["parts"] == ["backbones", "small_faces"]
     assert [r["values"]["backbone"] for r in runs[-3:]] == ["poolresnet", "mobilenet_v2", "mobilenet_v2"]
@@ -142,13 +145,14 @@ def test_tiny_study_end_to_end(tiny_results):
     results, lines, _ = tiny_results
     assert results["skipped_parts"] == ["pretrained"]
     assert any("skipping part 'pretrained'" in line and "--parts pretrained" in line for line in lines)
-    assert len(results["runs"]) == 4  # baseline, MobileNetV3, lambda_noobj=2, S=4
+    assert len(results["runs"]) == 5  # baseline, MobileNetV3, baseline for 2 epochs, lambda_noobj=2, S=4
     for record in results["runs"].values():
         assert 0.0 <= record["test"]["ap50"] <= 1.0 and record["test"]["num_images"] == 4
-        assert record["train_images"] == 8 and record["images_per_second"] > 0
+        assert record["train_images"] == 8 * record["values"]["epochs"] and record["images_per_second"] > 0
     assert {c["num_cells"] for c in results["collisions"]} == {2, 4}
     summary = results["summary"]
-    assert [r["backbone"] for r in summary["backbones"]] == ["poolresnet", "mobilenet_v3"]
+    assert [r["backbone"] for r in summary["backbones"]] == ["poolresnet", "mobilenet_v3", "poolresnet (2x8 images)"]
+    assert summary["backbones"][2]["equal_time"]
     assert summary["backbones"][0]["params"] > 0 and summary["backbones"][0]["macs"] > 0
     grid = summary["loss_weights"]
     assert len(grid["ap50"]) == 1 and len(grid["ap50"][0]) == 2 and None not in grid["fp_per_image"][0]
@@ -170,6 +174,17 @@ def test_tiny_study_tables_figures_and_files(tiny_results, tmp_path):
     assert load_results(path) == results
 
 
+def test_tiny_study_examples(tiny_results, tmp_path):
+    from scratchdet.data.synthfaces import SynthFaces
+
+    results, _, study_dir = tiny_results
+    test = SynthFaces("test", image_size=64, root=study_dir / "data", num_images=4)
+    fig = plot_examples(results, study_dir / "work", test, num_images=2, out_png=tmp_path / "examples.jpg")
+    assert fig is not None and (tmp_path / "examples.jpg").stat().st_size > 1000
+    assert len(fig.axes) == 4  # baseline and S=4, two images each
+    assert plot_examples(results, tmp_path / "elsewhere", test) is None  # no checkpoints there
+
+
 def test_second_study_reuses_the_records(tiny_results, monkeypatch):
     results, _, tmp_path = tiny_results
 
@@ -180,7 +195,7 @@ def test_second_study_reuses_the_records(tiny_results, monkeypatch):
     lines = []
     again = run_study(tiny_plan(tmp_path), tmp_path / "work", ["backbones", "loss_weights", "small_faces"],
                       progress=lines.append)
-    assert sum("reusing" in line for line in lines) == 4
+    assert sum("reusing" in line for line in lines) == 5
     assert again["summary"]["loss_weights"] == results["summary"]["loss_weights"]
     with pytest.raises(AssertionError, match="trained again"):  # other settings: a new run
         run_study(tiny_plan(tmp_path, lambda_noobj=(1.0,)), tmp_path / "work", ["loss_weights"], progress=None)
