@@ -1,6 +1,6 @@
 """The study, end to end: train every run, evaluate, profile, write results JSON + figures.
 
-    python benchmarks/experiments.py                      # FULL_PLAN, ~45 min on 2 cores
+    python benchmarks/experiments.py                      # FULL_PLAN, ~105 min on 2 cores
     python benchmarks/experiments.py --plan reduced       # a few minutes
     python benchmarks/experiments.py --parts loss_weights small_faces
     python benchmarks/experiments.py --quick --threads 1  # tiny models: checks the pipeline only
