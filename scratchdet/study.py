@@ -235,7 +235,7 @@ def _check_parts(parts: Sequence[str]) -> None:
         raise ValueError(f"parts must be a non-empty list of {list(PARTS)}, got {list(parts)}")
 
 
-def _sha256_prefix(path: Path) -> str:
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -285,11 +285,11 @@ def install_offline_weights(backbone: str = "mobilenet_v2", source: str | os.Pat
     if not source.is_file():
         raise FileNotFoundError(f"weights file {source} does not exist")
     expected = target.stem.rsplit("-", 1)[-1]  # torchvision names files <arch>-<sha256 prefix>.pth
-    actual = _sha256_prefix(source)
+    actual = _sha256(source)
     if not actual.startswith(expected):
         raise ValueError(f"{source} has sha256 {actual[:16]}..., but {target.name} must start with {expected}: "
                          f"not the {weights} file")
-    if target.exists() and _sha256_prefix(target).startswith(expected):
+    if target.exists() and _sha256(target).startswith(expected):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
@@ -430,7 +430,7 @@ def run_study(plan: StudyPlan = FULL_PLAN, work_dir: str | os.PathLike = "runs/s
     """
     from scratchdet.data.synthfaces import SynthFaces
     from scratchdet.evaluation import SIZE_BINS
-    from scratchdet.grid import collision_rates
+    from scratchdet.grid import collision_rates, gather_boxes
     from scratchdet.pipeline import quiet_lightning, settings_dict
 
     _check_parts(parts)
@@ -469,8 +469,6 @@ def run_study(plan: StudyPlan = FULL_PLAN, work_dir: str | os.PathLike = "runs/s
         key = _arch_key(run["values"])
         if key not in profiles:
             profiles[key] = profile_model(run["values"], plan.latency_repeats, plan.latency_threads)
-    from scratchdet.grid import gather_boxes
-
     boxes, sizes = gather_boxes(test)
     cells = sorted({*plan.collision_cells, *(r["values"]["num_cells"] for r in runs)})
     results = {
