@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import json
-import platform
-import sys
 
 import torch
 
-from scratchdet.profiling import median_seconds  # noqa: F401  (re-exported for the benchmarks)
-
-
-def environment(threads: int) -> dict:
-    """What the numbers were measured on."""
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "threads": threads,
-        "machine": platform.machine(),
-        "processor": platform.processor() or "unknown",
-    }
+from scratchdet.profiling import environment, median_seconds  # noqa: F401  (re-exported for the benchmarks)
 
 
 def emit(result: dict) -> None:

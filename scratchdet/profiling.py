@@ -6,14 +6,24 @@ a shared CPU are noisy: fix the thread count, warm up, and report medians.
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
+import sys
 import time
 from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["median_seconds", "count_macs", "count_parameters", "latency_ms"]
+__all__ = ["median_seconds", "count_macs", "count_parameters", "latency_ms", "environment"]
+
+
+def environment(threads: int | None) -> dict:
+    """What numbers were measured on: Python, torch, thread count, CPU."""
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "threads": threads,
+            "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "processor": platform.processor() or "unknown"}
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 20, warmup: int = 3, min_time: float = 0.0) -> float:

@@ -432,6 +432,7 @@ def run_study(plan: StudyPlan = FULL_PLAN, work_dir: str | os.PathLike = "runs/s
     from scratchdet.evaluation import SIZE_BINS
     from scratchdet.grid import collision_rates, gather_boxes
     from scratchdet.pipeline import quiet_lightning, settings_dict
+    from scratchdet.profiling import environment
 
     _check_parts(parts)
     say = progress or (lambda line: None)
@@ -478,18 +479,10 @@ def run_study(plan: StudyPlan = FULL_PLAN, work_dir: str | os.PathLike = "runs/s
         "pretrained_weights": weights,
         "train_wall_seconds": round(sum(r["wall_seconds"] for r in records.values()), 1),
         "wall_seconds": round(time.perf_counter() - start, 1),
-        "environment": _environment(base.threads),
+        "environment": environment(base.threads),
     }
     results["summary"] = summarize(results)
     return _jsonable(results)
-
-
-def _environment(threads) -> dict:
-    import platform
-    import sys
-
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "threads": threads,
-            "cpu_count": os.cpu_count(), "machine": platform.machine()}
 
 
 def _jsonable(value):
