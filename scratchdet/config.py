@@ -7,12 +7,22 @@ and the loss (weights), like nanoGPT's ``GPTConfig``. Change a copy with
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 CONF_TARGETS = ("iou", "one")
 PAD_VALUE = 114  # letterbox grey (uint8), shared by the data transforms and YoloDetector.predict
 
-__all__ = ["DetectorConfig", "CONF_TARGETS", "PAD_VALUE"]
+# Post-processing defaults: the one place they are set. Everything that turns
+# grids into detections (predict, detect, evaluate, validation, export, the
+# benchmarks) takes its defaults from here.
+SCORE_THRESHOLD = 0.25  # detections shown to a user (predict, detect, export)
+EVAL_SCORE_THRESHOLD = 0.01  # detections scored by AP (needs the whole PR curve)
+NMS_IOU_THRESHOLD = 0.45  # greedy NMS drops boxes with IoU > this with a better one
+MAX_DETECTIONS = 100  # per image, after NMS
+
+__all__ = ["DetectorConfig", "CONF_TARGETS", "PAD_VALUE", "SCORE_THRESHOLD", "EVAL_SCORE_THRESHOLD",
+           "NMS_IOU_THRESHOLD", "MAX_DETECTIONS"]
 
 
 @dataclass(frozen=True)
@@ -53,8 +63,9 @@ class DetectorConfig:
             )
         for name in ("lambda_coord", "lambda_noobj", "lambda_obj"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
         if self.conf_target not in CONF_TARGETS:
             raise ValueError(f"conf_target must be one of {CONF_TARGETS}, got {self.conf_target!r}")
 
