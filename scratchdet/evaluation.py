@@ -24,28 +24,30 @@ without sampling it, so it differs slightly (~0.01 on small sets).
 The greedy match is sequential (a face taken is gone for the next detection):
 a loop over one image's detections that can match at all, vectorised over IoU
 thresholds. Evaluation runs in numpy float64 on the CPU; inputs may be tensors
-or arrays. The WIDER FACE protocol lives in :mod:`scratchdet._wider_eval`,
-re-exported here. Taught in ``notebooks/08_evaluation.ipynb``.
+or arrays. The WIDER FACE protocol (prediction files, easy/medium/hard AP)
+builds on this module in :mod:`scratchdet.wider_eval`. Taught in
+``notebooks/08_evaluation.ipynb``.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
+import warnings
 from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from scratchdet._wider_eval import evaluate_wider, read_wider_predictions, write_wider_predictions
 from scratchdet.boxes import box_area, box_iou, check_boxes
+from scratchdet.config import SCORE_THRESHOLD
 
 __all__ = [
     "COCO_IOU_THRESHOLDS", "SIZE_BINS", "CROWD_BINS", "AP_METHODS", "MatchResult",
     "match_detections", "precision_recall", "average_precision", "evaluate_detections",
     "evaluate_by_size", "evaluate_by_crowd", "operating_point", "collect_predictions", "evaluate_detector",
-    "write_wider_predictions", "read_wider_predictions", "evaluate_wider",
 ]
 
 COCO_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50, 0.55, ..., 0.95
@@ -350,13 +352,13 @@ def evaluate_by_crowd(predictions: Sequence[Mapping], ground_truths: Sequence,
     return out
 
 
-def operating_point(predictions: Sequence[Mapping], ground_truths: Sequence, score_threshold: float = 0.25,
+def operating_point(predictions: Sequence[Mapping], ground_truths: Sequence, score_threshold: float = SCORE_THRESHOLD,
                     iou_threshold: float = 0.5) -> dict:
     """What a user of the detector at one score threshold sees: hits, misses, false alarms.
 
     AP summarises the whole precision/recall curve; a deployed detector keeps
     only detections scoring at least ``score_threshold`` (the default of
-    :meth:`~scratchdet.model.YoloDetector.predict`). Detections are matched as
+    :meth:`~scratchdet.model.YoloDetector.predict`, ``config.SCORE_THRESHOLD``). Detections are matched as
     for AP (:func:`match_detections`), so a duplicate of a found face is a
     false positive.
 
@@ -422,3 +424,17 @@ def evaluate_detector(detector: Callable, source, max_images: int | None = None,
     out.update(evaluate_by_crowd(predictions, ground_truths, method=method))
     out.update(ap50_95=coco["ap50_95"], num_images=len(predictions), seconds_per_image=seconds)
     return out
+
+
+# Deprecated: the WIDER FACE protocol moved to scratchdet.wider_eval, which imports this module;
+# importing it here at the top would be a cycle, so the old names resolve on first use only.
+_MOVED_TO_WIDER_EVAL = ("write_wider_predictions", "read_wider_predictions", "evaluate_wider")
+
+
+def __getattr__(name: str):
+    """``scratchdet.evaluation.evaluate_wider`` etc.: deprecated aliases of :mod:`scratchdet.wider_eval`."""
+    if name not in _MOVED_TO_WIDER_EVAL:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"scratchdet.evaluation.{name} moved: use scratchdet.wider_eval.{name}", DeprecationWarning,
+                  stacklevel=2)
+    return getattr(importlib.import_module("scratchdet.wider_eval"), name)

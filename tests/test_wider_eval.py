@@ -1,12 +1,15 @@
 """WIDER FACE protocol on a fixture in the official .mat layout, written here with scipy."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from scipy.io import savemat
 
-from scratchdet import _wider_eval
-from scratchdet.evaluation import evaluate_wider, read_wider_predictions, write_wider_predictions
+from scratchdet import evaluation, wider_eval
+from scratchdet.wider_eval import evaluate_wider, read_wider_predictions, write_wider_predictions
 
 
 def cell(items):
@@ -171,4 +174,15 @@ def test_vectorised_image_eval_equals_the_loop(seed):
     pred[:3, 4] = pred[3, 4]  # tied scores
     pred = pred[np.argsort(-pred[:, 4], kind="stable")]
     kept = np.flatnonzero(rng.uniform(size=8) < 0.6)
-    np.testing.assert_array_equal(_wider_eval._image_pr(pred, gt, kept, 0.5), loop_image_pr(pred, gt, kept))
+    np.testing.assert_array_equal(wider_eval._image_pr(pred, gt, kept, 0.5), loop_image_pr(pred, gt, kept))
+
+
+def test_the_old_names_in_evaluation_are_deprecated_aliases():
+    """evaluation does not import the WIDER module (no cycle); its old names still resolve, with a warning."""
+    code = "import sys, scratchdet.evaluation; print('scratchdet.wider_eval' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    for name in ("write_wider_predictions", "read_wider_predictions", "evaluate_wider"):
+        with pytest.warns(DeprecationWarning, match=f"use scratchdet.wider_eval.{name}"):
+            assert getattr(evaluation, name) is getattr(wider_eval, name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        evaluation.nothing

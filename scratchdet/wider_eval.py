@@ -32,6 +32,10 @@ every score becomes 1. A missing prediction file raises (the original crashes
 with a ``KeyError``) unless ``allow_missing=True``, which counts it as no
 detections and reports how many. The matching is vectorised: the per-detection
 loop of the original has no state that changes which face a detection takes.
+
+The AP of the curve is :func:`scratchdet.evaluation.average_precision`
+(``"all_point"``); this module builds on :mod:`scratchdet.evaluation`, never
+the other way round. Taught in ``notebooks/08_evaluation.ipynb``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ import numpy as np
 import torch
 
 from scratchdet.boxes import box_convert
+from scratchdet.evaluation import average_precision
+
+__all__ = ["SETTINGS", "write_wider_predictions", "read_wider_predictions", "evaluate_wider"]
 
 SETTINGS = ("easy", "medium", "hard")
 GT_FILES = {"all": "wider_face_val.mat", "easy": "wider_easy_val.mat",
@@ -144,7 +151,7 @@ def _text(cell) -> str:
 
 def _load_gt(gt_dir: str | os.PathLike) -> list[tuple[str, list[tuple[str, np.ndarray, dict]]]]:
     """[(event, [(image name, xywh (M, 4), {setting: 0-based kept indices})])] from the four .mat files."""
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # lazy: scipy is needed only to read the official .mat ground truth
 
     mats = {}
     for key, name in GT_FILES.items():
@@ -236,8 +243,6 @@ def evaluate_wider(predictions: str | os.PathLike | Mapping, gt_dir: str | os.Pa
         (``{setting: (1000,) array}``, by decreasing threshold), ``num_faces``
         (``{setting: faces that count}``), ``num_images``, ``missing``.
     """
-    from scratchdet.evaluation import average_precision  # evaluation re-exports this module
-
     preds = read_wider_predictions(predictions) if not isinstance(predictions, Mapping) else predictions
     preds = _normalise_scores(preds)
     events, empty = _load_gt(gt_dir), np.zeros((0, 5))
