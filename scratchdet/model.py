@@ -1,12 +1,16 @@
 """YoloDetector: a backbone and a small conv head -> the YOLO v1 prediction grid.
 
-``forward`` maps images ``Tensor[N, 3, H, W]`` (float RGB in [0, 1], H = W =
-``config.image_size``) to ``Tensor[N, S, S, B*5]``, per predictor
-``(x, y, sqrt_w, sqrt_h, conf)``: sigmoid on x, y and conf (cell-relative
-centre and confidence in [0, 1]), sqrt_w and sqrt_h raw (decoding squares
-them). ImageNet mean/std normalisation happens inside (a buffer), so exported
-models take the same [0, 1] input. ``predict`` takes photos of any size,
-letterboxes them, runs NMS and maps the boxes back to each photo's pixels.
+``forward`` maps images ``Tensor[N, 3, H, W]`` (float RGB in [0, 1], H and W
+multiples of the stride ``config.cell_size``) to ``Tensor[N, S_h, S_w, B*5]``
+with ``S_h = H / stride``, ``S_w = W / stride`` (S x S at the training size
+``config.image_size``), per predictor ``(x, y, sqrt_w, sqrt_h, conf)``: sigmoid
+on x, y and conf (cell-relative centre and confidence in [0, 1]), sqrt_w and
+sqrt_h raw (decoding squares them and multiplies by the training size, so the
+pixel sizes are right at any input size). ImageNet mean/std normalisation
+happens inside (a buffer), so exported models take the same [0, 1] input.
+``predict`` takes photos of any size, letterboxes them to the input size,
+runs NMS and maps the boxes back to each photo's pixels (:func:`predict_with`,
+the one inference path that the exported artifacts share).
 
 Taught in ``notebooks/05_backbones.ipynb``.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -24,10 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratchdet.backbones import get_backbone
-from scratchdet.boxes import box_area, clip_boxes
-from scratchdet.config import PAD_VALUE, DetectorConfig
+from scratchdet.boxes import box_area
+from scratchdet.config import MAX_DETECTIONS, NMS_IOU_THRESHOLD, SCORE_THRESHOLD, DetectorConfig
+from scratchdet.letterbox import Size, input_hw, letterbox, unletterbox_boxes
+from scratchdet.nms import postprocess
 
-__all__ = ["YoloHead", "YoloDetector", "letterbox"]
+__all__ = ["YoloHead", "YoloDetector", "as_image_list", "predict_with"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -67,31 +73,13 @@ class YoloHead(nn.Module):
         return self.out(self.body(features))
 
 
-def letterbox(image: Tensor, size: int) -> tuple[Tensor, tuple[float, float]]:
-    """Resize ``Tensor[3, H, W]`` so its longer side is ``size``, pad bottom-right with grey.
+def as_image_list(images: Images) -> list[Tensor]:
+    """Photos -> list of float ``Tensor[3, H, W]`` RGB in [0, 1], with clear errors.
 
-    The geometry of :func:`scratchdet.data.transforms.eval_transforms`
-    (Albumentations ``LongestMaxSize`` + ``PadIfNeeded`` at the top left, fill
-    ``PAD_VALUE``), written in torch so the model needs no Albumentations:
-    bilinear with antialiasing instead of OpenCV's bilinear.
-
-    Returns:
-        ``(padded Tensor[3, size, size], (scale_x, scale_y))``; an input pixel
-        ``(x, y)`` lands at ``(x * scale_x, y * scale_y)``.
+    Accepts what :meth:`YoloDetector.predict` accepts: a numpy ``(H, W, 3)``
+    uint8 RGB array, a ``Tensor[3, H, W]`` (uint8, or float in [0, 1]), a
+    ``Tensor[N, 3, H, W]``, or a list of these with different sizes.
     """
-    if not isinstance(image, Tensor) or image.ndim != 3:
-        raise ValueError(f"image must be a Tensor[3, H, W], got {getattr(image, 'shape', type(image).__name__)}")
-    h, w = image.shape[-2:]
-    new_h, new_w = max(1, round(h * size / max(h, w))), max(1, round(w * size / max(h, w)))
-    if (new_h, new_w) != (h, w):
-        image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear",
-                              align_corners=False, antialias=True)[0]  # (3, new_h, new_w)
-    padded = F.pad(image, (0, size - new_w, 0, size - new_h), value=PAD_VALUE / 255)  # (3, size, size)
-    return padded, (new_w / w, new_h / h)
-
-
-def _as_image_list(images: Images) -> list[Tensor]:
-    """Photos -> list of float ``Tensor[3, H, W]`` in [0, 1], with clear errors."""
     if isinstance(images, (np.ndarray, Tensor)) and images.ndim == 3:
         images = [images]
     elif isinstance(images, Tensor) and images.ndim == 4:
@@ -143,8 +131,10 @@ class YoloDetector(nn.Module):
         if not isinstance(config, DetectorConfig):
             raise TypeError(f"config must be a DetectorConfig, got {type(config).__name__}")
         self.config = config
-        self.image_size = config.image_size  # a plain int for forward (and TorchScript)
+        self.image_size = config.image_size  # the training input size (boxes decode relative to it)
+        self.stride = config.cell_size  # inputs are multiples of it; the grid is (H/stride, W/stride)
         self.backbone = get_backbone(backbone, config, preset, **backbone_kwargs)
+        assert self.backbone.stride == config.cell_size, "backbones derive their stride from the config"
         in_channels = self.backbone.out_channels
         head_channels = min(in_channels, 128) if head_channels is None else head_channels
         if not isinstance(head_channels, int) or isinstance(head_channels, bool) or head_channels <= 0:
@@ -158,40 +148,52 @@ class YoloDetector(nn.Module):
         self.register_buffer("sigmoid_mask", sigmoid, persistent=False)  # (B*5,)
 
     def forward(self, images: Tensor) -> Tensor:
-        """``Tensor[N, 3, H, W]`` float RGB in [0, 1], H = W = image_size -> ``Tensor[N, S, S, B*5]``.
+        """``Tensor[N, 3, H, W]`` float RGB in [0, 1] -> ``Tensor[N, H/stride, W/stride, B*5]``.
 
-        Per predictor ``(x, y, sqrt_w, sqrt_h, conf)``: x, y, conf through a
-        sigmoid, sqrt_w, sqrt_h raw. Works in train and eval mode.
+        H and W are any multiples of the stride (``config.cell_size``); the
+        grid follows the input: ``S_h = H / stride`` rows, ``S_w = W / stride``
+        columns (S x S at ``config.image_size``). Per predictor ``(x, y,
+        sqrt_w, sqrt_h, conf)``: x, y, conf through a sigmoid, sqrt_w, sqrt_h
+        raw, relative to the *training* size ``config.image_size`` (decode
+        multiplies by it). Works in train and eval mode.
         """
-        if not torch.jit.is_tracing():  # a traced graph has fixed shapes anyway
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # export: the Dims state it
             self._check_images(images)
-        features = self.backbone((images - self.mean) / self.std)  # (N, C, S, S)
-        raw = self.head(features).permute(0, 2, 3, 1)  # (N, S, S, B*5)
+        features = self.backbone((images - self.mean) / self.std)  # (N, C, S_h, S_w)
+        raw = self.head(features).permute(0, 2, 3, 1)  # (N, S_h, S_w, B*5)
         return torch.where(self.sigmoid_mask, raw.sigmoid(), raw)
 
     def _check_images(self, images: Tensor) -> None:
-        size = self.image_size
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != size or images.shape[3] != size:
-            raise ValueError(f"images must have shape [N, 3, {size}, {size}] (config.image_size), "
-                             f"got {list(images.shape)}; use predict() for other sizes")
+        stride = self.stride
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] % stride or images.shape[3] % stride \
+                or images.shape[2] == 0 or images.shape[3] == 0:
+            raise ValueError(f"images must have shape [N, 3, H, W] with H and W positive multiples of the "
+                             f"stride {stride} (config.cell_size), got {list(images.shape)}; "
+                             "use predict() for photos of any size")
         if not images.is_floating_point():
             raise TypeError(f"images must be float RGB in [0, 1], got dtype {images.dtype}")
 
     @torch.no_grad()
-    def predict(self, images: Images, score_threshold: float = 0.25, iou_threshold: float = 0.45,
-                max_detections: int = 100) -> list[dict[str, Tensor]]:
-        """Detect faces in photos of any size.
+    def predict(self, images: Images, image_size: Size | None = None, score_threshold: float = SCORE_THRESHOLD,
+                iou_threshold: float = NMS_IOU_THRESHOLD,
+                max_detections: int = MAX_DETECTIONS) -> list[dict[str, Tensor]]:
+        """Detect faces in photos of any size, at any network input size.
 
-        Each photo is letterboxed to ``config.image_size`` (:func:`letterbox`),
-        the batch runs through ``forward`` in eval mode (the previous mode is
-        restored), :func:`scratchdet.nms.postprocess` keeps the best boxes,
-        which are mapped back to the photo's pixels and clipped to it (boxes
-        left with zero area, i.e. in the padding, are dropped).
+        Each photo is letterboxed to ``image_size``
+        (:func:`scratchdet.letterbox.letterbox`), the batch runs through
+        ``forward`` in eval mode (the previous mode is restored),
+        :func:`scratchdet.nms.postprocess` decodes the ``(H/stride, W/stride)``
+        grid and keeps the best boxes, which are mapped back to the photo's
+        pixels (:func:`scratchdet.letterbox.unletterbox_boxes`); boxes left with
+        zero area (in the padding) are dropped. See :func:`predict_with`.
 
         Args:
             images: a numpy ``(H, W, 3)`` uint8 RGB array, a ``Tensor[3, H, W]``
                 (float in [0, 1] or uint8), a ``Tensor[N, 3, H, W]``, or a list
                 of these with different sizes.
+            image_size: network input, an int (square) or ``(height, width)``,
+                multiples of ``config.cell_size``; default ``config.image_size``.
+                Larger inputs give finer grids (more cells for small faces).
             score_threshold, iou_threshold, max_detections: as in ``postprocess``.
 
         Returns:
@@ -199,20 +201,13 @@ class YoloDetector(nn.Module):
             boxes xyxy in that photo's pixels, sorted by decreasing score, on
             the model's device.
         """
-        from scratchdet.nms import postprocess
-
-        photos = [p.to(self.mean.device) for p in _as_image_list(images)]
-        if not photos:
-            return []
-        boxed = [letterbox(p, self.image_size) for p in photos]
         was_training = self.training
         self.eval()
         try:
-            grid = self(torch.stack([b[0] for b in boxed]))  # (N, S, S, B*5)
+            return predict_with(self, self.config, images, image_size, score_threshold, iou_threshold,
+                                max_detections, device=self.mean.device)
         finally:
             self.train(was_training)
-        detections = postprocess(grid, self.config, score_threshold, iou_threshold, max_detections)
-        return [_to_photo(d, scale, tuple(p.shape[-2:])) for d, (_, scale), p in zip(detections, boxed, photos)]
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``{**self.hyperparameters, "state_dict": ...}`` for :meth:`from_checkpoint`."""
@@ -274,12 +269,39 @@ class YoloDetector(nn.Module):
         return model.eval()
 
 
-def _to_photo(detection: dict, scale: tuple[float, float], hw: tuple[int, int]) -> dict[str, Tensor]:
-    """Network-input boxes -> photo pixels (undo :func:`letterbox`), clipped, empty ones dropped."""
-    sx, sy = scale
-    boxes = clip_boxes(detection["boxes"] / detection["boxes"].new_tensor([sx, sy, sx, sy]), hw)
-    keep = box_area(boxes) > 0
-    return {"boxes": boxes[keep], "scores": detection["scores"][keep]}
+def predict_with(grid_fn: Callable[[Tensor], Tensor], config: DetectorConfig, images: Images,
+                 image_size: Size | None = None, score_threshold: float = SCORE_THRESHOLD,
+                 iou_threshold: float = NMS_IOU_THRESHOLD, max_detections: int = MAX_DETECTIONS,
+                 device: torch.device | str = "cpu") -> list[dict[str, Tensor]]:
+    """The one inference path: letterbox, ``grid_fn``, ``postprocess``, back to photo pixels.
+
+    :meth:`YoloDetector.predict` passes the model itself; the exported
+    artifacts (:mod:`scratchdet.export`) pass their torch.export module or ONNX
+    Runtime session, so all of them share these steps.
+
+    Args:
+        grid_fn: ``Tensor[N, 3, H, W]`` float in [0, 1] -> ``Tensor[N, H/stride, W/stride, B*5]``.
+        config: the model's config (stride ``cell_size``, training size, B).
+        images, image_size, score_threshold, iou_threshold, max_detections:
+            as in :meth:`YoloDetector.predict`.
+        device: where the letterboxed batch goes before ``grid_fn``.
+
+    Returns:
+        One ``{"boxes": Tensor[K, 4] xyxy photo pixels, "scores": Tensor[K]}`` per photo.
+    """
+    size = input_hw(config.image_size if image_size is None else image_size, config.cell_size)
+    photos = [p.to(device) for p in as_image_list(images)]
+    if not photos:
+        return []
+    boxed = [letterbox(p, size) for p in photos]  # (3, h, w) each, and (scale_y, scale_x)
+    grid = grid_fn(torch.stack([b[0] for b in boxed]))  # (N, h/stride, w/stride, B*5)
+    detections = postprocess(grid, config, score_threshold, iou_threshold, max_detections)
+    out = []
+    for found, (_, scale), photo in zip(detections, boxed, photos):
+        boxes = unletterbox_boxes(found["boxes"], scale, tuple(photo.shape[-2:]))  # (K, 4) photo pixels
+        keep = box_area(boxes) > 0
+        out.append({"boxes": boxes[keep], "scores": found["scores"][keep]})
+    return out
 
 
 def _split_checkpoint(checkpoint, path) -> tuple[dict, dict]:

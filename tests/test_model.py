@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import urllib.error
-import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch
 from scratchdet.config import DetectorConfig
 from scratchdet.grid import encode_targets, encode_targets_batch
 from scratchdet.loss import yolo_loss
-from scratchdet.model import CONF_PRIOR, PAD_VALUE, YoloDetector, letterbox
+from scratchdet.model import CONF_PRIOR, YoloDetector
 
 BACKBONE_CASES = [("poolresnet", "small"), ("resnet", "small"), ("mobilenet_v3", "small")]
 
@@ -68,19 +67,8 @@ def test_forward_backward_with_the_yolo_loss_is_finite(backbone):
     assert sum(bool(g.abs().sum() > 0) for g in grads) > 0.9 * len(grads)
 
 
-@pytest.mark.parametrize("export", ["trace", "script"])
-def test_torchscript_export_matches_eager(export):
-    model = small_model().eval()
-    images = torch.rand(2, 3, 128, 128)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
-        scripted = torch.jit.trace(model, images) if export == "trace" else torch.jit.script(model)
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(images), model(images), rtol=0, atol=1e-6)
-
-
 @pytest.mark.parametrize("images, error, match", [
-    (torch.rand(1, 3, 96, 96), ValueError, r"shape \[N, 3, 128, 128\].*got \[1, 3, 96, 96\]; use predict"),
+    (torch.rand(1, 3, 96, 100), ValueError, r"multiples of the stride 32 \(config.cell_size\), got \[1, 3, 96, 100\]"),
     (torch.rand(3, 128, 128), ValueError, r"got \[3, 128, 128\]"),
     (torch.zeros(1, 3, 128, 128, dtype=torch.uint8), TypeError, r"float RGB in \[0, 1\], got dtype torch.uint8"),
 ])
@@ -98,23 +86,6 @@ def test_forward_rejects_bad_images(images, error, match):
 def test_bad_construction_gives_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
-
-
-@pytest.mark.parametrize("hw", [(300, 500), (100, 80), (128, 128), (37, 611), (1000, 3)])
-def test_letterbox_has_the_geometry_of_eval_transforms(hw):
-    from scratchdet.data.transforms import PAD_VALUE as DATA_PAD_VALUE
-    from scratchdet.data.transforms import eval_transforms, letterbox_scale
-
-    assert PAD_VALUE == DATA_PAD_VALUE
-    ones = np.full((*hw, 3), 255, np.uint8)
-    expected, _, _ = eval_transforms(128)(ones, np.zeros((0, 4), np.float32))
-    padded, (sx, sy) = letterbox(torch.ones(3, *hw), 128)
-    assert padded.shape == (3, 128, 128)
-    image = padded[0] > 0.75  # photo pixels are ~1, padding is PAD_VALUE / 255 = 0.45
-    np.testing.assert_array_equal(image.numpy(), expected[..., 0] == 255)
-    torch.testing.assert_close(padded[0][image], torch.ones(int(image.sum())))
-    assert (padded[0][~image] == PAD_VALUE / 255).all()
-    assert (sy, sx) == letterbox_scale(hw, 128)
 
 
 def perfect_grid(model: YoloDetector, boxes: torch.Tensor) -> torch.Tensor:
@@ -140,6 +111,70 @@ def test_predict_maps_boxes_back_to_each_photo(monkeypatch):
     for face, detection in zip(faces, detections):
         torch.testing.assert_close(detection["boxes"], face, rtol=0, atol=1e-3)
         assert detection["scores"].tolist() == [1.0]
+
+
+def hand_set_grid(boxes: torch.Tensor, input_hw: tuple[int, int], config: DetectorConfig) -> torch.Tensor:
+    """The grid a perfect network outputs at input ``(H, W)`` for xyxy input-pixel boxes, written
+    from the contract: ``(H/stride, W/stride, B*5)`` cells, centres cell-relative, sqrt sizes
+    relative to the *training* size ``config.image_size``, conf 1 in the centre's cell only."""
+    stride, B = config.cell_size, config.boxes_per_cell
+    grid = torch.zeros(input_hw[0] // stride, input_hw[1] // stride, B * 5)
+    for x1, y1, x2, y2 in boxes.tolist():
+        cx, cy = (x1 + x2) / 2 / stride, (y1 + y2) / 2 / stride
+        j, i = int(cx), int(cy)
+        cell = [cx - j, cy - i, ((x2 - x1) / config.image_size) ** 0.5, ((y2 - y1) / config.image_size) ** 0.5, 1.0]
+        grid[i, j] = torch.tensor(cell * B)
+    return grid
+
+
+SIZES = [256, 320, 480, 640, (256, 384), (480, 320)]
+
+
+@pytest.mark.parametrize("image_size", SIZES)
+def test_predict_at_any_input_size_returns_photo_pixels(image_size, monkeypatch):
+    config = DetectorConfig(image_size=256, num_cells=8)  # stride 32
+    model = small_model(config=config)
+    faces = [torch.tensor([[100.0, 50.0, 200.0, 170.0], [300.0, 200.0, 330.0, 240.0]]),
+             torch.tensor([[5.0, 10.0, 45.0, 90.0]])]
+    photos = [np.zeros((300, 500, 3), np.uint8), torch.rand(3, 100, 60)]
+    hw = (image_size, image_size) if isinstance(image_size, int) else image_size
+    grids = []
+    for face, photo in zip(faces, photos):  # the faces in letterboxed pixels, by hand
+        h, w = (photo.shape[:2] if isinstance(photo, np.ndarray) else photo.shape[1:])
+        factor = min(hw[0] / h, hw[1] / w)
+        sx, sy = round(w * factor) / w, round(h * factor) / h
+        grids.append(hand_set_grid(face * torch.tensor([sx, sy, sx, sy]), hw, config))
+    seen = []
+
+    def forward(images):
+        seen.append(tuple(images.shape))
+        return torch.stack(grids)[: len(images)]
+    monkeypatch.setattr(model, "forward", forward)
+    detections = model.predict(photos, image_size=image_size)
+    assert seen == [(2, 3, *hw)]
+    for face, detection in zip(faces, detections):
+        order = detection["boxes"][:, 0].argsort()
+        torch.testing.assert_close(detection["boxes"][order], face, rtol=0, atol=1e-3)
+        assert detection["scores"].tolist() == [1.0] * len(face)
+
+
+def test_forward_grid_follows_the_input_size():
+    model = small_model(config=DetectorConfig(image_size=256, num_cells=8)).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 480, 480)).shape == (1, 15, 15, 10)
+        assert model(torch.rand(2, 3, 256, 384)).shape == (2, 8, 12, 10)
+
+
+@pytest.mark.parametrize("image_size, match", [
+    (250, r"image_size 250 must be a multiple of the model's stride 32.*\(256, 256\)"),
+    ((256, 300), r"image_size \(256, 300\) must be a multiple"),
+    (0, r"positive int"),
+    ("256", r"positive int or \(height, width\)"),
+])
+def test_predict_rejects_input_sizes_off_the_stride(image_size, match):
+    model = small_model(config=DetectorConfig(image_size=256, num_cells=8))
+    with pytest.raises(ValueError, match=match):
+        model.predict(np.zeros((20, 30, 3), np.uint8), image_size=image_size)
 
 
 def test_predict_accepts_all_input_kinds_and_restores_the_mode():

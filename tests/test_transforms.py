@@ -1,4 +1,4 @@
-"""Albumentations pipelines: boxes follow the image, letterbox maths, drop counts."""
+"""Albumentations pipelines: boxes follow the image, the letterbox (scratchdet.letterbox's, re-exported), drop counts."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_letterbox_maps_a_known_box() -> None:
     np.testing.assert_allclose(boxes, [[25.6, 12.8, 76.8, 64.0]], rtol=1e-5)  # scale 256 / 200
     assert (out[128:] == PAD_VALUE).all()  # padded at the bottom only (top-left placement)
     assert letterbox_scale((100, 200), 256) == (1.28, 1.28)
-    back = unletterbox_boxes(torch.from_numpy(boxes), (100, 200), 256)
+    back = unletterbox_boxes(torch.from_numpy(boxes), letterbox_scale((100, 200), 256), (100, 200))
     torch.testing.assert_close(back, torch.tensor([[20.0, 10.0, 60.0, 50.0]]))
 
 
@@ -92,7 +92,8 @@ def test_letterbox_scale_mirrors_albumentations(hw: tuple[int, int]) -> None:
     scale_y, scale_x = letterbox_scale(hw, 160)
     np.testing.assert_allclose(boxes, [[0, 0, w * scale_x, h * scale_y]], rtol=1e-5)
     assert (out[round(h * scale_y):] == PAD_VALUE).all() and (out[:, round(w * scale_x):] == PAD_VALUE).all()
-    torch.testing.assert_close(unletterbox_boxes(torch.from_numpy(boxes), hw, 160), torch.from_numpy(box))
+    back = unletterbox_boxes(torch.from_numpy(boxes), (scale_y, scale_x), hw)
+    torch.testing.assert_close(back, torch.from_numpy(box))
 
 
 def test_dropped_boxes_are_counted() -> None:

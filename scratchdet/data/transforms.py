@@ -6,8 +6,11 @@ images ``uint8 (H, W, 3)`` RGB and boxes ``float32 (M, 4)`` xyxy pixels
 
 * :func:`eval_transforms` letterboxes: resize so the longer side is
   ``image_size`` (aspect ratio kept), then pad bottom and right with grey.
-  Padding at the top left means the way back is a plain scale
-  (:func:`unletterbox_boxes`), with no offset.
+  Padding at the bottom right means the way back is a plain scale, with no
+  offset. The geometry is :mod:`scratchdet.letterbox`'s (the tests check that
+  Albumentations lands on :func:`scratchdet.letterbox.letterbox_shape`), so
+  boxes map back with :func:`scratchdet.letterbox.unletterbox_boxes` and
+  ``letterbox_scale(image_hw, image_size)``, re-exported here.
 * :func:`train_transforms` letterboxes the same way, then zooms in or out
   at random (``A.Affine``: zooming in crops, zooming out makes faces smaller),
   flips left-right, jitters colours, blurs and adds noise.
@@ -25,10 +28,10 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from torch import Tensor
 
-from scratchdet.boxes import check_boxes, clip_boxes, image_hw
+from scratchdet.boxes import clip_boxes
 from scratchdet.config import PAD_VALUE  # mid grey, as in YOLOv5
+from scratchdet.letterbox import letterbox_scale, unletterbox_boxes  # the one inverse, re-exported
 
 __all__ = [
     "PAD_VALUE",
@@ -38,7 +41,6 @@ __all__ = [
     "letterbox_scale",
     "unletterbox_boxes",
 ]
-
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -128,7 +130,7 @@ class DetectionTransform:
         return f"DetectionTransform(min_box_size={self.min_box_size}, compose={self.compose!r})"
 
 
-def _letterbox(image_size: int, position: str) -> list[A.BasicTransform]:
+def _fit_and_pad(image_size: int, position: str) -> list[A.BasicTransform]:
     return [
         A.LongestMaxSize(max_size=image_size),
         A.PadIfNeeded(
@@ -150,9 +152,11 @@ def _check_size(image_size: int) -> int:
 def eval_transforms(image_size: int, min_box_size: float = 0.0) -> DetectionTransform:
     """Letterbox to ``image_size x image_size``: resize the longer side, pad bottom-right.
 
-    Deterministic. Boxes map back with :func:`unletterbox_boxes`.
+    Deterministic; the geometry of :func:`scratchdet.letterbox.letterbox`.
+    Boxes map back with ``unletterbox_boxes(boxes, letterbox_scale(photo_hw,
+    image_size), photo_hw)`` (:mod:`scratchdet.letterbox`).
     """
-    return DetectionTransform(_letterbox(_check_size(image_size), "top_left"), min_box_size)
+    return DetectionTransform(_fit_and_pad(_check_size(image_size), "top_left"), min_box_size)
 
 
 def train_transforms(
@@ -179,7 +183,7 @@ def train_transforms(
         min_visibility: drop a box when less than this fraction of it is left.
         seed: seed of the pipeline (``None``: random).
     """
-    transforms = _letterbox(_check_size(image_size), "center") + [
+    transforms = _fit_and_pad(_check_size(image_size), "center") + [
         A.Affine(
             scale=scale,
             translate_percent=(-translate, translate),
@@ -194,36 +198,3 @@ def train_transforms(
         A.GaussNoise(std_range=(0.02, 0.06), p=noise_p),
     ]
     return DetectionTransform(transforms, min_box_size, min_visibility, seed)
-
-
-def letterbox_scale(image_size_in: int | tuple[int, int], image_size: int) -> tuple[float, float]:
-    """Per-axis scale ``(scale_y, scale_x)`` that :func:`eval_transforms` applies.
-
-    Args:
-        image_size_in: the original ``(height, width)`` (or an int for square).
-        image_size: the letterbox side.
-
-    Albumentations rounds the resized sides to whole pixels (Python's
-    ``round``), so the two scales can differ slightly; this mirrors its
-    arithmetic exactly.
-    """
-    h, w = image_hw(image_size_in)
-    factor = _check_size(image_size) / max(h, w)
-    return max(1, round(h * factor)) / h, max(1, round(w * factor)) / w
-
-
-def unletterbox_boxes(boxes: Tensor, image_size_in: int | tuple[int, int], image_size: int) -> Tensor:
-    """Map xyxy boxes ``Tensor[M, 4]`` from letterboxed pixels back to the original image.
-
-    Args:
-        boxes: ``Tensor[M, 4]`` xyxy pixels of the ``image_size`` letterbox.
-        image_size_in: the original ``(height, width)``.
-        image_size: the letterbox side.
-
-    Returns:
-        ``Tensor[M, 4]`` xyxy pixels of the original image, clipped to it.
-    """
-    check_boxes(boxes, "xyxy", "boxes", allow_degenerate=True)
-    scale_y, scale_x = letterbox_scale(image_size_in, image_size)
-    out = boxes / boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
-    return clip_boxes(out, image_size_in)
