@@ -1,6 +1,7 @@
-"""Export: TorchScript (letterbox + model + decode + NMS) and ONNX (grid) equal the eager model."""
+"""Export: torch.export (.pt2) and ONNX hold the network at any batch and size; their wrappers equal predict."""
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -9,16 +10,14 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-import torchvision
 
 from scratchdet import export
-from scratchdet.boxes import box_area
 from scratchdet.config import DetectorConfig
-from scratchdet.model import YoloDetector, letterbox
+from scratchdet.data.photos import read_image, sample_photos
+from scratchdet.model import YoloDetector
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*is deprecated:FutureWarning")
-
-SIZES = [(64, 64), (50, 80), (97, 31), (480, 640), (3, 5), (1, 128), (5, 128), (200, 200)]
+PHOTO_SIZES = [(64, 64), (50, 80), (97, 31), (480, 640), (3, 5), (1, 128), (200, 200)]
+INPUT_SIZES = [None, 256, 480, (96, 160)]  # None: the training size, 64; stride 16
 
 
 @pytest.fixture(scope="module")
@@ -35,143 +34,111 @@ def model():
 @pytest.fixture(scope="module")
 def photos():
     rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in SIZES]
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in PHOTO_SIZES] + \
+        [read_image(p) for p in sample_photos()]
 
 
 @pytest.fixture(scope="module")
-def torchscript_file(model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ts") / "face.torchscript.pt"
-    return export.export_torchscript(model, path, score_threshold=0.2, iou_threshold=0.3)
+def pt2_file(model, tmp_path_factory):
+    return export.export_pt2(model, tmp_path_factory.mktemp("pt2") / "face.pt2")
 
 
 @pytest.fixture(scope="module")
 def onnx_file(model, tmp_path_factory):
     pytest.importorskip("onnxscript", reason="the torch.export-based ONNX exporter needs onnxscript")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     return export.export_onnx(model, tmp_path_factory.mktemp("onnx") / "face.onnx")
 
 
-@pytest.mark.parametrize("hw", SIZES)
-def test_script_letterbox_equals_model_letterbox(hw):
-    image = torch.rand(3, *hw, generator=torch.Generator().manual_seed(1))
-    expected, (sx, sy) = letterbox(image, 64)
-    padded, scale_x, scale_y = torch.jit.script(export._letterbox)(image, 64, 114 / 255)
-    torch.testing.assert_close(padded, expected, rtol=0, atol=0)
-    assert (scale_x, scale_y) == (sx, sy)
+@pytest.fixture(scope="module", params=["pt2", "onnx"])
+def exported(request):
+    return export.load_exported(request.getfixturevalue(f"{request.param}_file"))
 
 
-def test_script_area_equals_box_area():
-    boxes = torch.rand(50, 4, generator=torch.Generator().manual_seed(0)) * 20  # some degenerate
-    torch.testing.assert_close(torch.jit.script(export._area)(boxes), box_area(boxes), rtol=0, atol=0)
+@pytest.mark.parametrize("shape", [(1, 3, 64, 64), (3, 3, 64, 64), (2, 3, 480, 480), (1, 3, 96, 160), (1, 3, 32, 48)])
+def test_exported_grid_equals_eager_at_any_batch_and_size(model, exported, shape):
+    images = torch.rand(*shape, generator=torch.Generator().manual_seed(shape[0]))
+    with torch.no_grad():
+        expected = model(images)  # (N, H/16, W/16, B*5)
+    got = exported.grid(images)
+    assert got.shape == expected.shape == (shape[0], shape[2] // 16, shape[3] // 16, 10)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("iou_threshold", [0.0, 0.3, 0.5, 0.9])
-@pytest.mark.parametrize("count", [0, 1, 60])
-def test_script_nms_equals_torchvision(iou_threshold, count):
-    g = torch.Generator().manual_seed(count)
-    xy = torch.rand(count, 2, generator=g) * 50
-    boxes = torch.cat([xy, xy + 5 + torch.rand(count, 2, generator=g) * 30], dim=1)
-    scores = torch.rand(count, generator=g)
-    order = scores.argsort(descending=True)
-    keep = torch.jit.script(export._greedy_nms)(boxes[order], iou_threshold)
-    assert order[keep].tolist() == torchvision.ops.nms(boxes, scores, iou_threshold).tolist()
+@pytest.mark.parametrize("image_size", INPUT_SIZES)
+def test_exported_predict_equals_eager_predict(model, exported, photos, image_size):
+    got = exported.predict(photos, image_size, score_threshold=0.2, iou_threshold=0.3)
+    want = model.predict(photos, image_size, score_threshold=0.2, iou_threshold=0.3)
+    assert sum(len(w["boxes"]) for w in want) > len(photos)
+    for g, w in zip(got, want):
+        assert g["boxes"].shape == w["boxes"].shape
+        torch.testing.assert_close(g["boxes"], w["boxes"], rtol=0, atol=1e-3)  # photo pixels
+        torch.testing.assert_close(g["scores"], w["scores"], rtol=0, atol=1e-4)
 
 
-def test_torchscript_equals_predict(model, torchscript_file, photos):
-    scripted = export.load_torchscript(torchscript_file)
-    total = 0
-    for photo in photos:
-        boxes, scores = scripted(torch.from_numpy(photo))
-        expected = model.predict(photo, score_threshold=0.2, iou_threshold=0.3)[0]
-        assert boxes.shape == expected["boxes"].shape
-        torch.testing.assert_close(boxes, expected["boxes"], rtol=0, atol=1e-4)
-        torch.testing.assert_close(scores, expected["scores"], rtol=0, atol=1e-4)
-        total += len(boxes)
-    assert total > len(photos)  # the comparison saw real detections, not only empty lists
+def test_parity_report(model, exported, photos):
+    result = export.parity(model, exported, photos[:3], (None, 256))
+    assert result["sizes"] == [64, 256] and result["same_counts"]
+    assert result["max_abs_box"] < 1e-3 and result["max_abs_score"] < 1e-4
 
 
-def test_torchscript_parity_report(model, torchscript_file, photos):
-    result = export.torchscript_parity(model, torchscript_file, photos[:3])
-    assert result["same_counts"] and result["max_abs_box"] < 1e-4 and result["max_abs_score"] < 1e-4
+def test_files_carry_the_config(model, exported):
+    assert exported.config == model.config and exported.hyperparameters == model.hyperparameters
 
 
-def test_torchscript_file_runs_without_scratchdet(model, torchscript_file, photos, tmp_path):
-    photo = photos[3]
-    expected = model.predict(photo, score_threshold=0.2, iou_threshold=0.3)[0]
-    torch.save({"photo": torch.from_numpy(photo), **expected}, tmp_path / "case.pt")
+def test_pt2_file_runs_without_scratchdet(model, pt2_file, tmp_path):
+    images = torch.rand(2, 3, 96, 160)
+    with torch.no_grad():
+        torch.save({"images": images, "grid": model(images)}, tmp_path / "case.pt")
     code = textwrap.dedent(f"""
-        import sys
-        sys.modules["scratchdet"] = sys.modules["torchvision"] = None  # importing either now fails
+        import json, sys
+        sys.modules["scratchdet"] = None  # importing it now fails
         import torch
-        detector = torch.jit.load({str(torchscript_file)!r})
+        extra = {{"scratchdet.json": ""}}
+        net = torch.export.load({str(pt2_file)!r}, extra_files=extra).module()
         case = torch.load({str(tmp_path / "case.pt")!r})
-        boxes, scores = detector(case["photo"])
-        torch.testing.assert_close(boxes, case["boxes"], rtol=0, atol=1e-4)
-        torch.testing.assert_close(scores, case["scores"], rtol=0, atol=1e-4)
-        print("ok", len(boxes))
+        torch.testing.assert_close(net(case["images"]), case["grid"], rtol=0, atol=1e-4)
+        print("ok", json.loads(extra["scratchdet.json"])["hyperparameters"]["config"]["image_size"])
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["ok", str(len(expected["boxes"]))]
+    assert done.stdout.split() == ["ok", "64"]
 
 
-@pytest.mark.parametrize("image,match", [
-    (torch.zeros(10, 10, 3), "uint8 Tensor"),
-    (torch.zeros(3, 10, 10, dtype=torch.uint8), r"got shape \[3, 10, 10\]"),
-])
-def test_torchscript_rejects_bad_images(torchscript_file, image, match):
-    with pytest.raises(Exception, match=match):
-        export.load_torchscript(torchscript_file)(image)
+def test_onnx_metadata_and_dynamic_axes(onnx_file):
+    import onnx
+
+    proto = onnx.load(str(onnx_file))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["scratchdet"])["hyperparameters"]["config"]["num_cells"] == 4
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
 
 
-@pytest.mark.parametrize("batch_size", [1, 3])
-def test_onnx_equals_eager_grid(model, onnx_file, batch_size):
-    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    images = torch.rand(batch_size, 3, 64, 64, generator=torch.Generator().manual_seed(batch_size))
-    session = export.onnx_session(onnx_file)
-    assert isinstance(session, ort.InferenceSession)
-    grid = session.run(["grid"], {"images": images.numpy()})[0]
-    with torch.no_grad():
-        expected = model(images)
-    torch.testing.assert_close(torch.from_numpy(grid), expected, rtol=0, atol=1e-4)
+def test_exported_rejects_sizes_off_the_stride(exported):
+    with pytest.raises(ValueError, match=r"multiples of the stride 16, got \[1, 3, 64, 70\]"):
+        exported.grid(torch.rand(1, 3, 64, 70))
+    with pytest.raises(ValueError, match=r"from 32 to 1024 px \(2 to 64 cells of 16\), got \[1, 3, 16, 64\]"):
+        exported.grid(torch.rand(1, 3, 16, 64))
+    with pytest.raises(ValueError, match=r"image_size 70 must be a multiple of the model's stride 16"):
+        exported.predict(np.zeros((10, 10, 3), np.uint8), 70)
 
 
-def test_onnx_detect_equals_predict(model, onnx_file, photos):
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    session, total = export.onnx_session(onnx_file), 0
-    for photo in photos:
-        got = export.onnx_detect(session, model.config, photo, score_threshold=0.2, iou_threshold=0.3)
-        want = model.predict(photo, score_threshold=0.2, iou_threshold=0.3)[0]
-        assert got["boxes"].shape == want["boxes"].shape
-        torch.testing.assert_close(got["boxes"], want["boxes"], rtol=0, atol=1e-3)  # pixels
-        torch.testing.assert_close(got["scores"], want["scores"], rtol=0, atol=1e-4)
-        total += len(want["boxes"])
-    assert total > len(photos)
-
-
-def test_onnx_parity_report(model, onnx_file):
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    result = export.onnx_parity(model, onnx_file, batch_size=2)
-    assert result["shape"] == [2, 4, 4, 10] and result["max_abs_grid"] < 1e-4
-
-
-@pytest.mark.parametrize("kwargs,error,match", [
-    ({"score_threshold": 1.5}, ValueError, "score_threshold must be a number in"),
-    ({"iou_threshold": -0.1}, ValueError, "iou_threshold must be a number in"),
-    ({"max_detections": 0}, ValueError, "max_detections must be a positive int"),
-])
-def test_end_to_end_detector_rejects_bad_settings(model, kwargs, error, match):
-    with pytest.raises(error, match=match):
-        export.EndToEndDetector(model, **kwargs)
-
-
-def test_export_rejects_bad_input(model, tmp_path):
+def test_export_rejects_bad_input_and_keeps_existing_files(model, tmp_path):
     with pytest.raises(TypeError, match="model must be a YoloDetector, got Linear"):
-        export.export_torchscript(torch.nn.Linear(2, 2), tmp_path / "x.pt")
+        export.export_pt2(torch.nn.Linear(2, 2), tmp_path / "x.pt2")
     with pytest.raises(ValueError, match="opset must be an int >= 18.*got 11"):
         export.export_onnx(model, tmp_path / "x.onnx", opset=11)
-    with pytest.raises(FileNotFoundError, match="no ONNX file"):
-        export.onnx_session(tmp_path / "missing.onnx")
+    with pytest.raises(FileNotFoundError, match="no exported model"):
+        export.load_exported(tmp_path / "missing.onnx")
+    (tmp_path / "keep.pt2").write_bytes(b"precious")
+    with pytest.raises(ValueError, match=r"keep.pt2 exists; pass --overwrite"):
+        export.export_pt2(model, tmp_path / "keep.pt2")
+    assert (tmp_path / "keep.pt2").read_bytes() == b"precious"
+    (tmp_path / "model.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"expected a .pt2 or .onnx file"):
+        export.load_exported(tmp_path / "model.txt")
 
 
 def _parse(argv):
@@ -180,28 +147,32 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
-def test_cli_exports_torchscript_and_prints_parity(model, tmp_path, capsys):
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_cli_exports_and_prints_parity_at_two_sizes(model, tmp_path, capsys, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     model.save(tmp_path / "model.pt")
-    export.run(_parse([str(tmp_path / "model.pt"), "--score-threshold", "0.2"]))
+    export.run(_parse([str(tmp_path / "model.pt"), "--format", fmt]))
     out = capsys.readouterr().out
-    assert (tmp_path / "model.torchscript.pt").is_file()
-    assert "within 1e-4: True" in out
-
-
-def test_cli_exports_onnx_and_prints_parity(model, tmp_path, capsys):
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    model.save(tmp_path / "model.pt")
-    export.run(_parse([str(tmp_path / "model.pt"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]))
-    assert (tmp_path / "m.onnx").is_file() and not (tmp_path / "m.onnx.data").exists()
-    assert "within 1e-4: True" in capsys.readouterr().out
+    assert (tmp_path / f"model.{fmt}").is_file() and not (tmp_path / "model.onnx.data").exists()
+    assert "'sizes': [64, (64, 128)]" in out and "within tolerance: True" in out
+    with pytest.raises(ValueError, match=rf"model.{fmt} exists; pass --overwrite"):
+        export.run(_parse([str(tmp_path / "model.pt"), "--format", fmt, "--no-check"]))
+    export.run(_parse([str(tmp_path / "model.pt"), "--format", fmt, "--no-check", "--overwrite"]))
 
 
 @pytest.mark.parametrize("argv,error,match", [
     (["{tmp}/missing.pt"], FileNotFoundError, "does not exist"),
     (["{tmp}/garbage.pt"], ValueError, "garbage.pt.* (not a readable checkpoint|could not read)"),
+    (["{tmp}/model.pt", "--out", "{tmp}/model.pt"], ValueError, r"--out .*model.pt is the checkpoint itself"),
+    (["{tmp}/model.pt", "--out", "{tmp}/model.pt", "--overwrite"], ValueError, r"is the checkpoint itself"),
+    (["{tmp}/model.pt", "--out", "{tmp}/./model.pt"], ValueError, r"is the checkpoint itself"),
 ])
-def test_cli_errors_are_one_line(tmp_path, argv, error, match):
+def test_cli_errors_are_one_line_and_never_touch_the_checkpoint(model, tmp_path, argv, error, match):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    model.save(tmp_path / "model.pt")
+    before = (tmp_path / "model.pt").read_bytes()
     with pytest.raises(error, match=match) as info:
         export.run(_parse([a.format(tmp=tmp_path) for a in argv]))
     assert "\n" not in str(info.value)
+    assert (tmp_path / "model.pt").read_bytes() == before
