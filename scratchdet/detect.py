@@ -1,7 +1,8 @@
 """``scratchdet detect``: faces in an image, a folder of images, a video or a webcam.
 
-    scratchdet detect photo.jpg --checkpoint model.pt                # -> runs/detect/photo.jpg + detections.json
+    scratchdet detect photo.jpg --checkpoint model.pt                # -> runs/detect/run/photo.jpg + detections.json
     scratchdet detect photos/ --checkpoint model.pt --format csv     # every file in photos/ (not sub-folders)
+    scratchdet detect photos/ --checkpoint model.pt --image-size 480 # a finer grid: 15 x 15 cells at stride 32
     scratchdet detect clip.mp4 --checkpoint model.pt --out out/      # -> out/clip.mp4 (annotated) + out/clip.json
     scratchdet detect --camera 0 --checkpoint model.pt               # a window; q or Esc quits
 
@@ -12,11 +13,17 @@ boxes, xyxy pixels of each image or frame, with scores. JSON:
 [{"frame", "boxes", "scores"}]``; CSV: one row per box (``file`` or ``frame``,
 ``x1, y1, x2, y2, score``), so images without faces have no row.
 
+Nothing is lost: each run writes to a fresh folder (``runs/detect/run``,
+``run2``, ...) unless ``--out`` names one; every file is written atomically;
+the sources are never written over; a run that reads no image writes no
+detections file (an earlier one stays); Ctrl-C during a folder or a video
+writes the detections finished so far, says where, and stops (exit 130).
+
 A folder run tries every file, skips those that are not readable images (a
-text file, a corrupt JPEG), lists them at the end and fails (exit status 2)
-only when no image at all could be read. The grid model runs at the input size
-it was trained at (YOLO v1 normalises w, h by it and S depends on it): photos
-of any size are letterboxed to it, and ``--image-size`` is only a check.
+text file, a truncated or corrupt JPEG), lists them at the end and fails (exit
+status 2) only when no image at all could be read. Photos of any size are
+letterboxed to ``--image-size`` (default: the training size; any multiple of
+the stride ``config.cell_size``, ``N`` or ``HxW``), and the grid follows it.
 """
 
 from __future__ import annotations
@@ -32,16 +39,21 @@ import cv2
 import numpy as np
 import torch
 
+from scratchdet._io import atomic_write, atomic_write_text, fresh_dir, same_file
+from scratchdet.config import MAX_DETECTIONS, NMS_IOU_THRESHOLD, SCORE_THRESHOLD
 from scratchdet.data.photos import read_image
+from scratchdet.letterbox import input_hw
 from scratchdet.model import YoloDetector
+from scratchdet.viz import draw_boxes
 
 # FFmpeg prints its own lines ("moov atom not found") for a corrupt video, beside our one-line
 # error; quiet unless the user asks (OPENCV_FFMPEG_LOGLEVEL=24 shows FFmpeg's warnings again).
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-__all__ = ["VIDEO_SUFFIXES", "GUI_HELP", "load_detector", "detect_images", "detect_video", "run_camera",
+__all__ = ["VIDEO_SUFFIXES", "GUI_HELP", "DEFAULT_PARENT", "load_detector", "detect_images", "detect_video", "run_camera",
            "add_arguments", "run"]
 
+DEFAULT_PARENT = Path("runs/detect")  # each run gets a fresh folder under it: run, run2, ...
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 GUI_HELP = ("OpenCV was installed without GUI support (opencv-python-headless, which albumentations depends "
             "on); pip install 'opencv-python>=4.10,<5' in this environment for --camera (it replaces the "
@@ -82,14 +94,12 @@ def _check_device(device: str) -> torch.device:
 
 def _detect(model: YoloDetector, image: np.ndarray, args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Boxes ``(K, 4)`` xyxy pixels of ``image`` and scores ``(K,)``, as numpy."""
-    found = model.predict(image, args.score_threshold, args.iou_threshold, args.max_detections)[0]
+    found = model.predict(image, args.image_size, args.score_threshold, args.iou_threshold, args.max_detections)[0]
     return {"boxes": found["boxes"].cpu().numpy(), "scores": found["scores"].cpu().numpy()}
 
 
 def _annotate(image: np.ndarray, found: dict[str, np.ndarray]) -> np.ndarray:
     """RGB image -> BGR copy with the boxes and scores drawn (for OpenCV to write or show)."""
-    from scratchdet.viz import draw_boxes
-
     return cv2.cvtColor(draw_boxes(image, found["boxes"], found["scores"]), cv2.COLOR_RGB2BGR)
 
 
@@ -108,41 +118,66 @@ def _progress(items, args: argparse.Namespace, desc: str, total: int | None = No
 def detect_images(model: YoloDetector, paths: list[Path], out_dir: Path, args: argparse.Namespace) -> dict:
     """Detect in image files, write annotated copies and ``detections.json`` (or ``.csv``).
 
-    Files that cannot be read are skipped and listed under ``"skipped"``.
+    Files that cannot be read (not an image, truncated, damaged) are skipped
+    and listed under ``"skipped"``. Nothing is written when no file could be
+    read (an earlier ``detections.json`` stays). On Ctrl-C the detections done
+    so far are written, their path printed, and ``KeyboardInterrupt`` re-raised.
 
     Returns:
-        ``{"images": [record per image read], "skipped": [{"file", "error"}], "output": path}``.
+        ``{"images": [record per image read], "skipped": [{"file", "error"}],
+        "output": path or None when nothing was read}``.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     records, skipped = [], []
-    for path in _progress(paths, args, "images"):
-        try:
-            image = read_image(path)
-        except OSError as error:  # FileNotFoundError too (a file removed meanwhile)
-            skipped.append({"file": str(path), "error": str(error)})
-            continue
-        found = _detect(model, image, args)
-        writable = path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")
-        target = out_dir / (path.name if writable else path.name + ".png")
-        if not cv2.imwrite(str(target), _annotate(image, found)):
-            raise OSError(f"could not write {target}")
-        records.append(_record(found, file=str(path), height=image.shape[0], width=image.shape[1]))
     output = out_dir / f"detections.{args.format}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for path in _progress(paths, args, "images"):
+            try:
+                image = read_image(path)
+            except OSError as error:  # FileNotFoundError too (a file removed meanwhile)
+                skipped.append({"file": str(path), "error": str(error)})
+                continue
+            found = _detect(model, image, args)
+            writable = path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")
+            target = out_dir / (path.name if writable else path.name + ".png")
+            _check_not_overwriting(path, target)
+            _write_image(target, _annotate(image, found))
+            records.append(_record(found, file=str(path), height=image.shape[0], width=image.shape[1]))
+    except KeyboardInterrupt:
+        if records:
+            _write(output, {"images": records, "skipped": skipped, "interrupted": True}, "file", args.format)
+            print(f"interrupted after {len(records) + len(skipped)} of {len(paths)} files: detections of "
+                  f"{len(records)} images in {output}", file=sys.stderr)
+        raise
+    if not records:
+        return {"images": records, "skipped": skipped, "output": None}
     _write(output, {"images": records, "skipped": skipped}, "file", args.format)
     return {"images": records, "skipped": skipped, "output": str(output)}
 
 
+def _write_image(path: Path, bgr: np.ndarray) -> None:
+    """Encode by ``path``'s suffix and write atomically."""
+    ok, encoded = cv2.imencode(path.suffix, bgr)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(encoded.tobytes()))
+
+
 def _write(path: Path, document: dict, key: str, fmt: str) -> None:
-    """The JSON document, or a CSV of one row per box keyed by ``key`` (file or frame)."""
+    """The JSON document, or a CSV of one row per box keyed by ``key`` (file or frame); atomic."""
     if fmt == "json":
-        path.write_text(json.dumps(document, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(document, indent=1) + "\n")
         return
     rows = document["images" if key == "file" else "frames"]
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([key, "x1", "y1", "x2", "y2", "score"])
-        for row in rows:
-            writer.writerows([row[key], *box, score] for box, score in zip(row["boxes"], row["scores"]))
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([key, "x1", "y1", "x2", "y2", "score"])
+            for row in rows:
+                writer.writerows([row[key], *box, score] for box, score in zip(row["boxes"], row["scores"]))
+
+    atomic_write(path, write_csv)
 
 
 def _open_video(path: Path) -> tuple[cv2.VideoCapture, np.ndarray]:
@@ -161,19 +196,22 @@ def detect_video(model: YoloDetector, path: Path, out_dir: Path, args: argparse.
     Returns:
         ``{"frames": number read, "fps", "video": annotated path, "output": detections path}``.
     """
+    video_out = out_dir / f"{path.stem}.mp4"
+    _check_not_overwriting(path, video_out)
+    _check_not_overwriting(path, out_dir / f"{path.stem}.{args.format}")
+    out_dir.mkdir(parents=True, exist_ok=True)
     capture, frame = _open_video(path)
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if np.isfinite(fps) and fps > 0 else 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    video_out = out_dir / f"{path.stem}.mp4"
-    _check_not_overwriting(path, video_out)
     height, width = frame.shape[:2]
     writer = cv2.VideoWriter(str(video_out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
         capture.release()
         raise OSError(f"could not write video {video_out} with the mp4v codec")
     frames = []
+    output = out_dir / f"{path.stem}.{args.format}"
+    document = {"video": str(path), "fps": fps, "height": height, "width": width, "frames": frames}
     try:
         with _progress(None, args, "frames", total) as bar:
             while frame is not None:
@@ -184,12 +222,14 @@ def detect_video(model: YoloDetector, path: Path, out_dir: Path, args: argparse.
                 bar.update()
                 ok, frame = capture.read()
                 frame = frame if ok else None
+    except KeyboardInterrupt:
+        _write(output, {**document, "interrupted": True}, "frame", args.format)
+        print(f"interrupted after {len(frames)} frames: their detections in {output}", file=sys.stderr)
+        raise
     finally:
         capture.release()
         writer.release()
-    output = out_dir / f"{path.stem}.{args.format}"
-    _write(output, {"video": str(path), "fps": fps, "height": height, "width": width, "frames": frames},
-           "frame", args.format)
+    _write(output, document, "frame", args.format)
     return {"frames": len(frames), "fps": fps, "video": str(video_out), "output": str(output)}
 
 
@@ -234,29 +274,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``scratchdet detect SOURCE --checkpoint CKPT ...``."""
     parser.add_argument("source", nargs="?", default=None, help="an image, a folder of images, or a video file")
     parser.add_argument("--checkpoint", required=True, help="a .ckpt from training or a YoloDetector.save file")
-    parser.add_argument("--out", default="runs/detect", help="output folder (default: runs/detect)")
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="minimum score (default: 0.3)")
-    parser.add_argument("--iou-threshold", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
-    parser.add_argument("--max-detections", type=int, default=100, help="per image (default: 100)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="network input size; must equal the model's (photos are letterboxed to it)")
+    parser.add_argument("--out", default=None,
+                        help=f"output folder (default: a fresh {DEFAULT_PARENT}/run, run2, ... per run)")
+    parser.add_argument("--score-threshold", type=float, default=SCORE_THRESHOLD,
+                        help=f"minimum score (default: {SCORE_THRESHOLD})")
+    parser.add_argument("--iou-threshold", type=float, default=NMS_IOU_THRESHOLD,
+                        help=f"NMS IoU threshold (default: {NMS_IOU_THRESHOLD})")
+    parser.add_argument("--max-detections", type=int, default=MAX_DETECTIONS,
+                        help=f"per image (default: {MAX_DETECTIONS})")
+    parser.add_argument("--image-size", type=parse_image_size, default=None, metavar="N|HxW",
+                        help="network input size, multiples of the model's stride (default: its training size)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
     parser.add_argument("--camera", type=int, default=None, metavar="N", help="webcam N in a window instead of SOURCE")
     parser.add_argument("--format", default="json", choices=("json", "csv"), help="detections file (default: json)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def parse_image_size(text: str) -> int | tuple[int, int]:
+    """``"480"`` -> 480, ``"384x640"`` -> (384, 640) (height x width); ``argparse`` errors otherwise."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"expected N or HxW in pixels (e.g. 480 or 384x640), got {text!r}")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
 def _check_not_overwriting(source: Path, target: Path) -> None:
-    if source.resolve() == target.resolve():
+    if same_file(source, target):
         raise ValueError(f"--out {target.parent} would overwrite the source {source}; choose another --out")
 
 
 def _check_args(args: argparse.Namespace, model: YoloDetector) -> None:
-    size = model.config.image_size
-    if args.image_size is not None and args.image_size != size:
-        raise ValueError(f"--image-size {args.image_size}: this model runs at {size} px (it was trained so, and "
-                         f"its grid S={model.config.num_cells} and box sizes are fixed by it); photos of any size "
-                         f"are letterboxed to {size}. Omit --image-size, or train at {args.image_size}")
+    if args.image_size is not None:
+        try:
+            input_hw(args.image_size, model.config.cell_size)
+        except ValueError as error:
+            raise ValueError(f"--image-size: {error}") from None
     if args.format not in ("json", "csv"):
         raise ValueError(f"--format must be json or csv, got {args.format!r}")
 
@@ -264,7 +319,7 @@ def _check_args(args: argparse.Namespace, model: YoloDetector) -> None:
 def _image_paths(source: Path, out_dir: Path) -> list[Path]:
     if not source.is_dir():
         return [source]
-    if source.resolve() == out_dir.resolve():
+    if same_file(source, out_dir):
         raise ValueError(f"--out {out_dir} is the source folder; annotated copies would overwrite the photos")
     paths = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
     if not paths:
@@ -281,18 +336,31 @@ def run(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"no such file or folder: {source}")
     model = load_detector(args.checkpoint, args.device)
     _check_args(args, model)
-    out_dir = Path(args.out)
     if source is None:
         print(f"camera {args.camera}: {run_camera(model, args.camera, args)} frames")
     elif source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
+        out_dir = _out_dir(args)
         result = detect_video(model, source, out_dir, args)
         print(f"{result['frames']} frames -> {result['video']}, detections in {result['output']}")
     else:
-        paths = _image_paths(source, out_dir)
-        if source.is_file():
-            _check_not_overwriting(source, out_dir / source.name)
-        result = detect_images(model, paths, out_dir, args)
+        if args.out is not None:
+            _image_paths(source, Path(args.out))  # refuse --out = the source folder before creating anything
+        if source.is_file():  # one image: read it first, so a bad file leaves every output as it was
+            read_image(source)
+        out_dir = _out_dir(args)
+        result = detect_images(model, _image_paths(source, out_dir), out_dir, args)
+        if result["output"] is None and args.out is None and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # the fresh folder of a run that read nothing
         _report(result, source)
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    """``--out`` (created if needed), or a fresh ``runs/detect/run<k>``."""
+    if args.out is None:
+        return fresh_dir(DEFAULT_PARENT, "run")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def _report(result: dict, source: Path) -> None:
@@ -300,12 +368,12 @@ def _report(result: dict, source: Path) -> None:
     images, skipped = result["images"], result["skipped"]
     if not images and source.is_file():
         raise OSError(skipped[0]["error"])
+    if not images:
+        raise OSError(f"no image in {source} could be read ({len(skipped)} files skipped; first: "
+                      f"{skipped[0]['error']}); nothing written")
     faces = sum(len(r["scores"]) for r in images)
     print(f"{len(images)} images, {faces} faces -> {Path(result['output']).parent}/, detections in {result['output']}")
     if skipped:
         print(f"skipped {len(skipped)} of {len(images) + len(skipped)} files:")
         for item in skipped:
             print(f"  {item['file']}: {item['error']}")
-    if not images:
-        raise OSError(f"no image in {source} could be read ({len(skipped)} files skipped; first: "
-                      f"{skipped[0]['error']})")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from scratchdet import detect
-from scratchdet.config import DetectorConfig
+from scratchdet.config import NMS_IOU_THRESHOLD, SCORE_THRESHOLD, DetectorConfig
+from scratchdet.data.photos import sample_photos
 from scratchdet.model import YoloDetector
 
 
@@ -47,8 +48,8 @@ def run_detect(argv, checkpoint):
     detect.run(parser.parse_args([*argv, "--checkpoint", str(checkpoint), "--no-progress"]))
 
 
-def expected(model, image, score_threshold=0.3):
-    found = model.predict(image, score_threshold=score_threshold, iou_threshold=0.45)[0]
+def expected(model, image, score_threshold=SCORE_THRESHOLD, image_size=None):
+    found = model.predict(image, image_size, score_threshold=score_threshold, iou_threshold=NMS_IOU_THRESHOLD)[0]
     return found["boxes"].numpy(), found["scores"].numpy()
 
 
@@ -74,7 +75,7 @@ def test_folder_skips_bad_files_reports_them_and_finishes(model, checkpoint, tmp
     run_detect([str(folder), "--out", str(tmp_path / "out"), "--format", "csv"], checkpoint)
     out = capsys.readouterr().out
     assert "2 images" in out and "skipped 2 of 4 files" in out
-    assert "broken.jpg: could not read image" in out and "notes.txt: could not read image" in out
+    assert "broken.jpg: truncated or damaged JPEG" in out and "notes.txt: could not read image" in out
     with (tmp_path / "out" / "detections.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     for name, image in images.items():
@@ -126,7 +127,9 @@ def test_video_writes_annotated_mp4_and_per_frame_json(model, checkpoint, tmp_pa
     (["{tmp}/missing.jpg"], FileNotFoundError, "no such file or folder: .*missing.jpg"),
     (["{tmp}/notes.txt"], OSError, "could not read image .*notes.txt: not an image file or corrupt"),
     (["{tmp}/bad.mp4"], OSError, "could not read video .*bad.mp4: not a video file, corrupt"),
-    (["{tmp}/face.png", "--image-size", "128"], ValueError, "--image-size 128: this model runs at 64 px"),
+    (["{tmp}/face.png", "--image-size", "100"], ValueError,
+     r"--image-size: image_size 100 must be a multiple of the model's stride 16 .*\(96, 96\)"),
+    (["{tmp}/face.png", "--out", "{tmp}"], ValueError, "would overwrite the source .*face.png"),
     (["{tmp}/face.png", "--device", "quantum"], ValueError, "--device 'quantum' is not a torch device"),
     (["{tmp}/face.png", "--camera", "0"], ValueError, "either SOURCE .* or --camera N, not both"),
     ([], ValueError, "either SOURCE .* or --camera N"),
@@ -162,3 +165,104 @@ def test_camera_without_gui_says_how_to_get_one(checkpoint):
         pytest.skip("this OpenCV has GUI support; the message is for headless builds")
     with pytest.raises(RuntimeError, match=r"without GUI support \(opencv-python-headless.*pip install"):
         run_detect(["--camera", "0"], checkpoint)
+
+
+def truncated_jpeg(path, fraction=0.6):
+    """The first ``fraction`` of a valid JPEG's bytes (cv2 decodes it with a warning, grey at the bottom)."""
+    data = sample_photos()[0].read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+def test_each_run_gets_a_fresh_folder(checkpoint, tmp_path, monkeypatch, capsys):
+    write_photo(tmp_path / "face.png", photo(0))
+    monkeypatch.chdir(tmp_path)
+    run_detect(["face.png"], checkpoint)
+    run_detect(["face.png"], checkpoint)
+    runs = tmp_path / "runs" / "detect"
+    assert sorted(p.name for p in runs.iterdir()) == ["run", "run2"]
+    for name in ("run", "run2"):
+        assert {p.name for p in (runs / name).iterdir()} == {"face.png", "detections.json"}
+    assert "runs/detect/run2/detections.json" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("image_size", ["128", "48x96", "480"])
+def test_image_size_any_multiple_of_the_stride(model, checkpoint, tmp_path, image_size):
+    image = write_photo(tmp_path / "face.png", photo(3, 60, 90))
+    run_detect([str(tmp_path / "face.png"), "--out", str(tmp_path / "out"), "--image-size", image_size], checkpoint)
+    size = detect.parse_image_size(image_size)
+    boxes, scores = expected(model, image, image_size=size)
+    record = json.loads((tmp_path / "out" / "detections.json").read_text())["images"][0]
+    assert len(scores) > 0
+    np.testing.assert_allclose(np.reshape(record["boxes"], (-1, 4)), boxes, atol=0.01)
+    np.testing.assert_allclose(record["scores"], scores, atol=1e-4)
+
+
+def test_truncated_jpeg_is_skipped_and_counted(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    write_photo(folder / "good.png", photo(1))
+    truncated_jpeg(folder / "cut.jpg")
+    run_detect([str(folder), "--out", str(tmp_path / "out")], checkpoint)
+    out = capsys.readouterr().out
+    assert "1 images" in out and "skipped 1 of 2 files" in out
+    assert "cut.jpg: truncated or damaged JPEG" in out and "FF D9" in out
+    document = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert [r["file"] for r in document["images"]] == [str(folder / "good.png")]
+    assert document["skipped"][0]["file"] == str(folder / "cut.jpg")
+
+
+def test_a_failed_single_image_keeps_the_previous_detections(checkpoint, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "detections.json").write_text('{"precious": true}')
+    with pytest.raises(OSError, match=r"truncated or damaged JPEG .*cut.jpg"):
+        run_detect([str(truncated_jpeg(tmp_path / "cut.jpg")), "--out", str(out)], checkpoint)
+    assert (out / "detections.json").read_text() == '{"precious": true}'
+    assert [p.name for p in out.iterdir()] == ["detections.json"]
+
+
+def test_a_folder_of_unreadable_files_writes_nothing(checkpoint, tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "notes.txt").write_text("hello")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError, match=r"nothing written"):
+        run_detect(["src"], checkpoint)
+    assert not (tmp_path / "runs" / "detect" / "run").exists()
+
+
+def interrupt_after(monkeypatch, calls):
+    real, count = detect._detect, [0]
+
+    def fake(*args):
+        count[0] += 1
+        if count[0] > calls:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(detect, "_detect", fake)
+
+
+def test_ctrl_c_in_a_folder_writes_the_detections_done(checkpoint, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        write_photo(folder / f"{i}.png", photo(i))
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_detect([str(folder), "--out", str(tmp_path / "out")], checkpoint)
+    document = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert document["interrupted"] and [r["file"] for r in document["images"]] == [str(folder / "0.png"),
+                                                                                   str(folder / "1.png")]
+    assert f"detections of 2 images in {tmp_path / 'out' / 'detections.json'}" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_a_video_writes_the_frames_done(checkpoint, tmp_path, monkeypatch, capsys):
+    write_video(tmp_path / "clip.mp4", [photo(i) for i in range(5)])
+    interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_detect([str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "out"), "--format", "csv"], checkpoint)
+    with (tmp_path / "out" / "clip.csv").open() as handle:
+        frames = {int(row["frame"]) for row in csv.DictReader(handle)}
+    assert frames <= {0, 1, 2} and frames
+    assert "interrupted after 3 frames" in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob(".*.tmp"))

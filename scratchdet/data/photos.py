@@ -12,25 +12,50 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["read_image", "sample_photos", "IMAGE_SUFFIXES"]
+__all__ = ["read_image", "check_complete", "sample_photos", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+PNG_SIGNATURE, PNG_END = b"\x89PNG\r\n\x1a\n", b"\x00\x00\x00\x00IEND"
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as ``uint8 (H, W, 3)`` RGB.
 
+    A truncated or damaged JPEG or PNG is refused rather than decoded: OpenCV
+    only warns ("Premature end of JPEG file") and returns the image with its
+    missing part grey. A JPEG must end with the end-of-image marker ``FF D9``
+    and a PNG with its ``IEND`` chunk (see :func:`check_complete`).
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        OSError: the file exists but OpenCV cannot decode it (not an image, or corrupt).
+        OSError: the file exists but is not an image, is truncated or damaged
+            (the message names the file).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = path.read_bytes()
+    check_complete(data, path)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise OSError(f"could not read image {path}: not an image file or corrupt")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_complete(data: bytes, path: str | os.PathLike = "<bytes>") -> None:
+    """Raise ``OSError`` naming ``path`` if ``data`` is a JPEG or PNG whose end is missing.
+
+    JPEG (starts ``FF D8``): the last bytes, after any zero or whitespace
+    padding, must be the end-of-image marker ``FF D9``. PNG (the 8-byte
+    signature): the file must end with the ``IEND`` chunk. Other formats pass
+    (OpenCV's decoder is their check).
+    """
+    if data[:2] == JPEG_START and not data.rstrip(b"\x00\r\n\t ").endswith(JPEG_END):
+        raise OSError(f"truncated or damaged JPEG {path}: it does not end with the end-of-image marker FF D9 "
+                      f"({len(data)} bytes)")
+    if data[:8] == PNG_SIGNATURE and data[-12:-4] != PNG_END:
+        raise OSError(f"truncated or damaged PNG {path}: it does not end with the IEND chunk ({len(data)} bytes)")
 
 
 def sample_photos() -> list[Path]:
