@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from _timing import benchmark_parser, emit, environment, parse_args
+from scratchdet.data.synthfaces import SynthFaces
 from scratchdet.study import (FULL_PLAN, PARTS, REDUCED_PLAN, StudyPlan, plot_examples, plot_study, run_study,
                               save_results)
 
@@ -75,8 +76,6 @@ def main() -> None:
     save_results(results, out)
     plot_study(results, figures)
     if "small_faces" in parts:
-        from scratchdet.data.synthfaces import SynthFaces
-
         test = SynthFaces("test", image_size=plan.base["image_size"], root=plan.base["data_root"],
                           num_images=plan.test_images)
         plot_examples(results, work, test, out_png=figures / "examples.jpg")

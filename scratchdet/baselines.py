@@ -121,7 +121,7 @@ class YuFaceDetector:
 
     def __init__(self, conf: float = 0.3) -> None:
         try:
-            import yuface
+            import yuface  # optional: imported only when this detector is built
         except ImportError as error:
             raise ImportError("YuFaceDetector needs the optional 'yuface' package: pip install yuface") from error
         if not isinstance(conf, (int, float)) or not 0 <= conf <= 1:

@@ -133,7 +133,7 @@ def draw_grid(image, num_cells: int, color: tuple[int, int, int] = YELLOW,
 def show_images(images: Sequence, titles: Sequence[str] | None = None, ncols: int = 4,
                 size: float = 3.0, suptitle: str | None = None):
     """Show images in a grid of matplotlib axes and return the ``Figure``."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: only the figures need matplotlib; drawing boxes is OpenCV
 
     if len(images) == 0:
         raise ValueError("show_images needs at least one image")
@@ -155,7 +155,7 @@ def show_images(images: Sequence, titles: Sequence[str] | None = None, ncols: in
 def plot_curves(history: Mapping[str, Sequence[float]], x: Sequence[float] | None = None,
                 xlabel: str = "step", title: str | None = None, logy: bool = False):
     """Plot named curves (e.g. loss terms per epoch) on one axis; return the ``Figure``."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy, as in show_images
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, values in history.items():
