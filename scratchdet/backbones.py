@@ -3,9 +3,12 @@
 Every backbone maps ``Tensor[N, 3, H, W]`` (normalised image) to
 ``Tensor[N, out_channels, H / stride, W / stride]`` and exposes ``out_channels``
 and ``stride``, with ``stride = image_size / num_cells`` of the config, so a
-``config.image_size`` input lands exactly on the ``S x S`` grid. There is no
-adaptive pool at the end: a size that does not land on the grid is refused when
-the backbone is built, with an error that says which sizes would work.
+``config.image_size`` input lands exactly on the ``S x S`` grid, and any input
+whose H and W are multiples of the stride lands on ``(H / stride, W / stride)``
+(480 -> 15 at stride 32; 256 x 384 -> 8 x 12): every downsampling halves an
+even side exactly (stride-2 convs with "same" padding, 2x2 pools). There is no
+adaptive pool at the end: a config that does not land on the grid is refused
+when the backbone is built, with an error that says which sizes would work.
 
 * ``resnet``: a stem (``(s + 2) x (s + 2)`` conv with stride ``s``, default 8,
   as in the study) then ``depth`` residual blocks of two 3x3 convs; the

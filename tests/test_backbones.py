@@ -79,6 +79,21 @@ def test_mobilenets_land_on_the_grid(name, preset, image_size, num_cells):
     assert (backbone.stride, out.shape) == (32, (1, backbone.out_channels, num_cells, num_cells))
 
 
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("config", [DetectorConfig(256, 8), DetectorConfig(256, 16), DetectorConfig(64, 8)],
+                         ids=["stride32", "stride16", "stride8"])
+@pytest.mark.parametrize("rows, cols", [(15, 15), (8, 12), (12, 8), (3, 5), (7, 1), (2, 2)])
+def test_any_multiple_of_the_stride_lands_on_h_w_over_stride(name, config, rows, cols):
+    """Trained at one size, run at another: (H, W) = stride * (rows, cols) -> a rows x cols grid."""
+    if name.startswith("mobilenet") and config.cell_size != 32:
+        pytest.skip("MobileNets have stride 32 only")
+    backbone = get_backbone(name, config, "small").eval()
+    stride = config.cell_size
+    with torch.no_grad():
+        out = backbone(torch.rand(1, 3, stride * rows, stride * cols))
+    assert out.shape == (1, backbone.out_channels, rows, cols)
+
+
 @pytest.mark.parametrize("name, preset", sorted(PARAMETER_COUNTS))
 def test_parameter_counts_are_stable(name, preset):
     assert n_params(get_backbone(name, preset=preset)) == PARAMETER_COUNTS[name, preset]
