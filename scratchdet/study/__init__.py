@@ -18,8 +18,8 @@ and numbers on its test split:
   finer grid, S=16) against the baseline. *Where does YOLO v1 fail?*
 
 Every run trains with the plan's ``base`` settings plus the run's own and is
-evaluated on the test split (:func:`evaluate_run`). Runs shared by parts (the baseline PoolResNet is in
-all four) train once. Each run writes ``<work_dir>/<run id>/record.json``;
+evaluated on the test split (:func:`evaluate_run`). Runs shared by parts (the
+baseline PoolResNet is in all four) train once. Each run writes ``<work_dir>/<run id>/record.json``;
 running the study again reuses records whose settings match, so an
 interrupted study continues where it stopped and plots can be redrawn
 without training.

@@ -135,10 +135,11 @@ class StudyPlan:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-# About 105 minutes on 2 CPU cores (measured: 104). Every run: 256 px, S=8, B=2, AdamW 2e-3 with warm-up + cosine, batch 16,
-# 3 epochs of 4,000 SynthFaces training images (750 steps). Two budgets are cut to fit: the loss-weight grid
-# (9 runs) uses the small PoolResNet, and the pretrained comparison 3 epochs of 1,600 images (MobileNetV2
-# trains at ~6 images/s here, PoolResNet at ~50). One PoolResNet run gets 6 epochs: ResNet's training time.
+# About 105 minutes on 2 CPU cores (measured: 104). Every run: 256 px, S=8, B=2, AdamW 2e-3 with warm-up +
+# cosine, batch 16, 3 epochs of 4,000 SynthFaces training images (750 steps). Two budgets are cut to fit: the
+# loss-weight grid (9 runs) uses the small PoolResNet, and the pretrained comparison 3 epochs of 1,600 images
+# (MobileNetV2 trains at ~6 images/s here, PoolResNet at ~50). One PoolResNet run gets 6 epochs: ResNet's
+# training time.
 FULL_PLAN = StudyPlan(
     name="full",
     base=dict(dataset="synthfaces", backbone="poolresnet", preset="medium", image_size=256, num_cells=8,
