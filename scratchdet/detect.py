@@ -50,8 +50,8 @@ from scratchdet.viz import draw_boxes
 # error; quiet unless the user asks (OPENCV_FFMPEG_LOGLEVEL=24 shows FFmpeg's warnings again).
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-__all__ = ["VIDEO_SUFFIXES", "GUI_HELP", "DEFAULT_PARENT", "load_detector", "detect_images", "detect_video", "run_camera",
-           "add_arguments", "run"]
+__all__ = ["VIDEO_SUFFIXES", "GUI_HELP", "DEFAULT_PARENT", "load_detector", "detect_images", "detect_video",
+           "run_camera", "parse_image_size", "add_arguments", "run"]
 
 DEFAULT_PARENT = Path("runs/detect")  # each run gets a fresh folder under it: run, run2, ...
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")

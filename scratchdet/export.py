@@ -54,8 +54,8 @@ from scratchdet.detect import load_detector
 from scratchdet.letterbox import Size
 from scratchdet.model import Images, YoloDetector, predict_with
 
-__all__ = ["ONNX_OPSET", "FORMATS", "MIN_CELLS", "MAX_CELLS", "METADATA_KEY", "export_pt2", "export_onnx", "ExportedDetector",
-           "load_exported", "parity", "add_arguments", "run"]
+__all__ = ["ONNX_OPSET", "FORMATS", "MIN_CELLS", "MAX_CELLS", "METADATA_KEY", "export_pt2", "export_onnx",
+           "ExportedDetector", "load_exported", "parity", "add_arguments", "run"]
 
 ONNX_OPSET = 18
 FORMATS = ("pt2", "onnx")
@@ -182,7 +182,10 @@ class ExportedDetector:
 
     @torch.no_grad()
     def grid(self, images: Tensor) -> Tensor:
-        """``Tensor[N, 3, H, W]`` float in [0, 1], H, W multiples of the stride -> ``Tensor[N, H/stride, W/stride, B*5]``."""
+        """The network: ``Tensor[N, 3, H, W]`` float in [0, 1] -> ``Tensor[N, H/stride, W/stride, B*5]``.
+
+        H and W are multiples of the stride, from ``MIN_CELLS`` to ``MAX_CELLS`` cells.
+        """
         stride = self.config.cell_size
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] % stride or images.shape[3] % stride:
             raise ValueError(f"images must have shape [N, 3, H, W] with H and W multiples of the stride {stride}, "
