@@ -56,6 +56,13 @@ def _train(settings: Mapping, output_dir: Path) -> Trained:
     Returns:
         :class:`Trained`: the best checkpoint by validation AP50 (the last
         one if none was kept), its model, and the training speed.
+
+    Raises:
+        ValueError: settings the training code rejects (e.g. ``pretrained``
+            with a backbone that has no ImageNet weights).
+
+    A run whose record no longer matches trains again into the same folder,
+    so the training code must start afresh there (not resume, not refuse).
     """
     pipeline.quiet_lightning()
     result = pipeline.run_training(pipeline.TrainSettings(
