@@ -11,6 +11,12 @@ x is divided by the image width and y by the image height, so the image spans
 [0, 1] x [0, 1]. Image sizes are ``(height, width)`` as in torchvision, or one
 int for a square image. Every conversion goes through xyxy, as in torchvision.
 
+Areas and IoUs of float16 / bfloat16 boxes are computed in float32, as
+torchvision does (its ``_upcast``): 256 px x 256 px = 65,536 already
+overflows float16 (max 65,504), which would turn every IoU of large boxes
+into 0. NaN coordinates propagate to NaN IoUs, as in torchvision, so that a
+NaN prediction cannot hide behind an IoU of 0.
+
 Taught in ``notebooks/01_boxes.ipynb``.
 """
 
@@ -168,17 +174,28 @@ def denormalize_boxes(boxes: Tensor, image_size: ImageSize) -> Tensor:
     return boxes * _scale(image_size, boxes)
 
 
+def _upcast(boxes: Tensor) -> Tensor:
+    """float16 / bfloat16 -> float32 (exact); any other dtype unchanged.
+
+    For products of coordinates (areas, IoUs), as torchvision's ``_upcast``.
+    """
+    return boxes.float() if boxes.dtype in (torch.float16, torch.bfloat16) else boxes
+
+
 def box_area(boxes: Tensor) -> Tensor:
     """Area of xyxy boxes: ``Tensor[..., 4] -> Tensor[...]``.
 
     Degenerate boxes (x2 < x1 or y2 < y1) have area 0, never a negative one.
+    float16 and bfloat16 boxes give float32 areas (see the module docstring).
     """
+    boxes = _upcast(boxes)
     wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0)
     return wh[..., 0] * wh[..., 1]
 
 
 def _inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    """Intersection and union of xyxy boxes ``[..., 4]`` that broadcast together."""
+    """Intersection and union of xyxy boxes ``[..., 4]`` that broadcast together (float32 or wider)."""
+    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
     top_left = torch.maximum(boxes1[..., :2], boxes2[..., :2])
     bottom_right = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
     wh = (bottom_right - top_left).clamp(min=0)
@@ -187,7 +204,14 @@ def _inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _safe_divide(inter: Tensor, union: Tensor) -> Tensor:
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+    """``inter / union``, but 0 where the union is exactly 0 (two empty boxes).
+
+    NaN stays NaN (``NaN == 0`` is False). Finite boxes never have a negative
+    union, and an empty union means an empty intersection, so dividing by 1
+    there gives 0. The divisor, not the quotient, is replaced, so that the
+    gradient has no 0 / 0 either.
+    """
+    return inter / torch.where(union == 0, 1.0, union)
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -198,8 +222,9 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         boxes2: ``Tensor[K, 4]``, xyxy, same frame.
 
     Returns:
-        ``Tensor[M, K]``: IoU in [0, 1]. A pair whose union is empty (two
-        zero-area boxes) has IoU 0, not NaN.
+        ``Tensor[M, K]``: IoU in [0, 1], float32 for float16 / bfloat16 boxes.
+        A pair whose union is empty (two zero-area boxes) has IoU 0, not NaN;
+        a box with a NaN coordinate has NaN IoUs, as in torchvision.
     """
     for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
         if b.ndim != 2 or b.shape[-1] != 4:
@@ -213,7 +238,8 @@ def box_iou_paired(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 
     The leading dimensions broadcast (e.g. ``(N, S, S, B, 4)`` against
     ``(N, S, S, 1, 4)``); unlike :func:`box_iou` it does not form all pairs.
-    Zero-area pairs give 0, not NaN.
+    Zero-area pairs give 0, a NaN coordinate gives NaN, float16 / bfloat16
+    boxes give float32 IoUs, all as in :func:`box_iou`.
     """
     if boxes1.shape[-1:] != (4,) or boxes2.shape[-1:] != (4,):
         raise ValueError(f"boxes must have shape [..., 4], got {list(boxes1.shape)} and {list(boxes2.shape)}")

@@ -177,3 +177,48 @@ def test_box_iou_paired_is_the_diagonal_of_box_iou_and_broadcasts():
     assert box_iou_paired(z, z).item() == 0.0
     with pytest.raises(ValueError, match=r"\[\.\.\., 4\]"):
         box_iou_paired(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+# ---- half precision and NaN (found against torchvision) ------------------------
+LARGE = torch.tensor([[0, 0, 300, 300], [2, 2, 300, 300]])  # 300 * 300 overflows float16
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_iou_is_computed_in_float32_like_torchvision(dtype):
+    from scratchdet.boxes import box_iou_paired
+
+    b = LARGE.to(dtype)
+    expected = torchvision.ops.box_iou(b, b)  # about 0.987 off the diagonal
+    assert expected[0, 1] > 0.98
+    ours = box_iou(b, b)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, expected)
+    torch.testing.assert_close(box_iou_paired(b, b.flip(0)), torch.stack([expected[0, 1], expected[1, 0]]))
+    torch.testing.assert_close(box_area(b), torchvision.ops.box_area(b))
+    # torchvision subtracts corners before upcasting (rounded in bfloat16); here every
+    # step is float32, so the result is exactly the IoU of the (exactly) upcast boxes.
+    a, c = random_boxes(40, size=600.0, seed=5).to(dtype), random_boxes(30, size=600.0, seed=6).to(dtype)
+    torch.testing.assert_close(box_iou(a, c), torchvision.ops.box_iou(a.float(), c.float()), atol=0, rtol=0)
+    torch.testing.assert_close(box_iou(a, c), torchvision.ops.box_iou(a, c), atol=3e-3, rtol=0)
+
+
+def test_nan_coordinate_gives_nan_iou_like_torchvision():
+    from scratchdet.boxes import box_iou_paired
+
+    a = torch.tensor([[0.0, 0.0, float("nan"), 10.0], [0.0, 0.0, 10.0, 10.0], [float("inf"), 0.0, float("inf"), 1.0]])
+    b = torch.tensor([[0.0, 0.0, 5.0, 5.0], [1.0, 1.0, 1.0, 1.0]])
+    ours, ref = box_iou(a, b), torchvision.ops.box_iou(a, b)
+    assert ours[0].isnan().all() and ref[0].isnan().all()
+    assert ours[2].isnan().all() and ref[2].isnan().all()  # inf - inf: no area
+    torch.testing.assert_close(ours[1], ref[1])
+    assert box_iou_paired(a[:2], b).isnan().tolist() == [True, False]
+    z = torch.tensor([[1.0, 1.0, 1.0, 1.0]])  # finite boxes with an empty union still give 0
+    assert box_iou(z, z).item() == 0.0 and box_iou_paired(z, z).item() == 0.0
+
+
+def test_iou_gradient_is_finite_for_empty_unions():
+    a = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 2.0, 2.0]], requires_grad=True)
+    from scratchdet.boxes import box_iou_paired
+
+    box_iou_paired(a, torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 3.0, 3.0]])).sum().backward()
+    assert torch.isfinite(a.grad).all()
