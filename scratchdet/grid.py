@@ -25,6 +25,19 @@ Conventions (all vectorised, no Python loop over boxes or cells):
   detected. The others are lost for training -- the crowd weakness of YOLO v1,
   measured by :func:`collision_stats`. :func:`assign_cells` isolates this
   rule, so a variant with more targets per cell only needs to change it.
+  Areas are compared in pixels, exactly as :func:`assign_cells` does.
+
+Training grid and inference grid. ``config.num_cells`` (S) and
+``config.image_size`` describe the *training* input: targets are always
+encoded, and the loss always computed, on that S x S grid (:func:`check_grid`
+is strict by default). The network is convolutional, so at inference it runs
+on any input whose sides are multiples of the stride ``config.cell_size``
+(the training cell size in pixels), and the grid follows the input: an input
+of ``(Sh * stride, Sw * stride)`` pixels gives Sh x Sw cells (non-square
+too). :func:`decode_grid` decodes any such grid: centres from the cell and
+the stride, ``((j + x) * stride, (i + y) * stride)``; sizes relative to the
+training input, ``w = sqrt_w**2 * config.image_size``, because that is what
+the weights learned (a 40 px face decodes as 40 px at any input size).
 
 Taught in ``notebooks/03_grid_encoding.ipynb``.
 """
@@ -37,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scratchdet.boxes import ImageSize, box_convert, check_boxes, clip_boxes, image_hw
+from scratchdet.boxes import ImageSize, box_area, box_convert, check_boxes, clip_boxes, image_hw
 from scratchdet.config import DetectorConfig
 
 __all__ = [
@@ -47,6 +60,8 @@ __all__ = [
     "decode_targets",
     "cells_to_boxes",
     "decode_grid",
+    "check_grid",
+    "input_hw",
     "gather_boxes",
     "collision_stats",
     "collision_rates",
@@ -99,9 +114,9 @@ def assign_cells(boxes: Tensor, num_cells: int, image_size: ImageSize) -> tuple[
     h, w = image_hw(image_size)
     boxes = clip_boxes(boxes, (h, w))
     rows, cols, _ = _locate(boxes, boxes.new_tensor([w, h]), num_cells)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (M,)
     cell_id = rows * num_cells + cols  # (M,)
-    kept = _winners(cell_id, area, num_cells * num_cells)[cell_id] == torch.arange(len(boxes), device=boxes.device)
+    winners = _winners(cell_id, box_area(boxes), num_cells * num_cells)  # (S*S,) pixel areas compared
+    kept = winners[cell_id] == torch.arange(len(boxes), device=boxes.device)
     return rows, cols, kept
 
 
@@ -113,7 +128,9 @@ def _encode(boxes: Tensor, image_idx: Tensor, num_images: int, num_cells: int,
     rows, cols, offsets = _locate(boxes, boxes.new_tensor([w, h]), S)
     wh = (boxes[:, 2:] - boxes[:, :2]) / boxes.new_tensor([w, h])  # (T, 2) image-normalised
     cell_id = (image_idx * S + rows) * S + cols  # (T,) flat index into N*S*S
-    winners = _winners(cell_id, wh[:, 0] * wh[:, 1], num_images * S * S)  # (N*S*S,) box or T
+    # Pixel areas, as assign_cells: normalised float32 areas round, so an exact tie could
+    # go to whichever box rounds larger instead of the earlier one.
+    winners = _winners(cell_id, box_area(boxes), num_images * S * S)  # (N*S*S,) box or T
     values = torch.cat([offsets, wh, torch.ones_like(wh[:, :1])], dim=1)  # (T, 5)
     values = torch.cat([values, values.new_zeros(1, 5)])  # (T + 1, 5): row T = empty cell
     return values[winners].view(num_images, S, S, 5)  # (N, S, S, 5)
@@ -201,24 +218,38 @@ def cells_to_boxes(xy: Tensor, wh: Tensor, num_cells: int) -> Tensor:
             f"xy and wh must both have shape [..., {num_cells}, {num_cells}, K, 2], "
             f"got {list(xy.shape)} and {list(wh.shape)}"
         )
-    steps = torch.arange(num_cells, dtype=xy.dtype, device=xy.device)
-    cols = steps.view(1, num_cells, 1)  # (1, S, 1) broadcasts over (S, S, K)
-    rows = steps.view(num_cells, 1, 1)  # (S, 1, 1)
-    cx = (cols + xy[..., 0]) / num_cells  # (..., S, S, K)
+    return _cells_to_boxes(xy, wh, num_cells)
+
+
+def _cells_to_boxes(xy: Tensor, wh: Tensor, num_cells: int) -> Tensor:
+    """:func:`cells_to_boxes` for any grid ``[..., Sh, Sw, K, 2]``, in units of a ``num_cells`` grid.
+
+    A cell is ``1 / num_cells`` wide and high whatever Sh and Sw are, so the
+    result is normalised by the *training* input: coordinates exceed 1 on a
+    larger grid.
+    """
+    sh, sw = xy.shape[-4], xy.shape[-3]
+    cols = torch.arange(sw, dtype=xy.dtype, device=xy.device).view(1, sw, 1)  # (1, Sw, 1) over (Sh, Sw, K)
+    rows = torch.arange(sh, dtype=xy.dtype, device=xy.device).view(sh, 1, 1)  # (Sh, 1, 1)
+    cx = (cols + xy[..., 0]) / num_cells  # (..., Sh, Sw, K)
     cy = (rows + xy[..., 1]) / num_cells
     return box_convert(torch.stack([cx, cy, wh[..., 0], wh[..., 1]], dim=-1), "cxcywh", "xyxy")
 
 
 def check_grid(grid: Tensor, config: DetectorConfig, name: str, channels: int | None = None,
-               batched: bool = False) -> None:
+               batched: bool = False, any_size: bool = False) -> None:
     """Reject a grid tensor that does not fit ``config``, with a message naming it.
 
     Args:
-        grid: ``Tensor[N, S, S, channels]`` (or ``[S, S, channels]`` unless ``batched``).
+        grid: ``Tensor[N, S, S, channels]`` (or ``[S, S, channels]`` unless
+            ``batched``); ``[N, Sh, Sw, channels]`` with ``any_size``.
         config: gives S (and B, for the message).
         name: how the message refers to the tensor.
         channels: 5 for targets; ``None`` for predictions (``config.channels`` = B*5).
         batched: require the leading N dimension.
+        any_size: accept any grid Sh x Sw with Sh, Sw >= 1 (network output at
+            inference, for an input of ``(Sh, Sw) * config.cell_size`` pixels);
+            the default requires the training grid S x S (targets, loss).
     """
     if not isinstance(config, DetectorConfig):
         raise TypeError(f"config must be a DetectorConfig, got {type(config).__name__}")
@@ -226,10 +257,25 @@ def check_grid(grid: Tensor, config: DetectorConfig, name: str, channels: int | 
         raise TypeError(f"{name} must be a floating point torch.Tensor, got "
                         f"{getattr(grid, 'dtype', type(grid).__name__)}")
     S, channels = config.num_cells, config.channels if channels is None else channels
-    if grid.ndim not in ((4,) if batched else (3, 4)) or grid.shape[-3:] != (S, S, channels):
+    good_ndim = grid.ndim in ((4,) if batched else (3, 4))
+    if any_size:
+        if not good_ndim or grid.shape[-1] != channels or min(grid.shape[-3:-1], default=0) < 1:
+            want = f"[N, Sh, Sw, {channels}]" + ("" if batched else f" or [Sh, Sw, {channels}]")
+            raise ValueError(f"{name} must have shape {want} with any Sh, Sw >= 1 (B={config.boxes_per_cell} "
+                             f"from the config), got {list(grid.shape)}")
+    elif not good_ndim or grid.shape[-3:] != (S, S, channels):
         want = f"[N, {S}, {S}, {channels}]" + ("" if batched else f" or [{S}, {S}, {channels}]")
         raise ValueError(f"{name} must have shape {want} (S={S}, B={config.boxes_per_cell} "
                          f"from the config), got {list(grid.shape)}")
+
+
+def input_hw(grid: Tensor, config: DetectorConfig) -> tuple[int, int]:
+    """``(height, width)`` in pixels of the input that gives ``grid`` ``[..., Sh, Sw, C]``.
+
+    ``(Sh * config.cell_size, Sw * config.cell_size)``: the stride is the
+    training cell size; at S = ``config.num_cells`` this is the training input.
+    """
+    return grid.shape[-3] * config.cell_size, grid.shape[-2] * config.cell_size
 
 
 def decode_targets(targets: Tensor, config: DetectorConfig,
@@ -258,23 +304,32 @@ def decode_targets(targets: Tensor, config: DetectorConfig,
 def decode_grid(pred: Tensor, config: DetectorConfig) -> tuple[Tensor, Tensor]:
     """Turn network output into boxes and scores (one per predictor, unfiltered).
 
+    Works at any input size (see the module docstring): the grid Sh x Sw
+    follows the input, the stride and the box sizes follow the training
+    config. At Sh = Sw = ``config.num_cells`` this is the training geometry.
+
     Args:
-        pred: ``Tensor[N, S, S, B*5]`` or ``Tensor[S, S, B*5]``, per predictor
-            ``(x, y, sqrt_w, sqrt_h, conf)`` as the model outputs them.
-        config: gives S, B and the input size.
+        pred: ``Tensor[N, Sh, Sw, B*5]`` or ``Tensor[Sh, Sw, B*5]``, any
+            Sh, Sw >= 1, per predictor ``(x, y, sqrt_w, sqrt_h, conf)`` as the
+            model outputs them (x, y cell-relative).
+        config: gives B, the stride ``cell_size`` and the training ``image_size``.
 
     Returns:
-        ``(boxes, scores)``: ``Tensor[N, S*S*B, 4]`` xyxy pixels of the network
-        input (not clipped) and ``Tensor[N, S*S*B]`` = conf; predictor b of
-        cell (i, j) is at index ``(i*S + j)*B + b``. Unbatched input gives
-        ``[S*S*B, 4]`` and ``[S*S*B]``.
+        ``(boxes, scores)``: ``Tensor[N, Sh*Sw*B, 4]`` xyxy pixels of the
+        network input, ``(Sh, Sw) * config.cell_size`` (:func:`input_hw`), not
+        clipped; centre ``((j + x) * stride, (i + y) * stride)``, size
+        ``(sqrt_w**2, sqrt_h**2) * config.image_size``. ``Tensor[N, Sh*Sw*B]``
+        = conf; predictor b of cell (i, j) is at index ``(i*Sw + j)*B + b``.
+        Unbatched input gives ``[Sh*Sw*B, 4]`` and ``[Sh*Sw*B]``.
     """
-    check_grid(pred, config, "pred")
-    S, B, size = config.num_cells, config.boxes_per_cell, config.image_size
-    cells = pred.unflatten(-1, (B, 5))  # (..., S, S, B, 5)
-    boxes = cells_to_boxes(cells[..., 0:2], cells[..., 2:4].square(), S) * size  # (..., S, S, B, 4)
-    lead = pred.shape[:-3]
-    return boxes.reshape(*lead, S * S * B, 4), cells[..., 4].reshape(*lead, S * S * B)
+    check_grid(pred, config, "pred", any_size=True)
+    B, size = config.boxes_per_cell, config.image_size
+    cells = pred.unflatten(-1, (B, 5))  # (..., Sh, Sw, B, 5)
+    # In units of the training input (a cell is 1 / num_cells), then pixels: (col + x) / S * size
+    # = (col + x) * stride, and at the training grid exactly what decode always gave.
+    boxes = _cells_to_boxes(cells[..., 0:2], cells[..., 2:4].square(), config.num_cells) * size  # (..., Sh, Sw, B, 4)
+    lead, count = pred.shape[:-3], pred.shape[-3] * pred.shape[-2] * B
+    return boxes.reshape(*lead, count, 4), cells[..., 4].reshape(*lead, count)
 
 
 def gather_boxes(source) -> tuple[list[Tensor], list[tuple[int, int]]]:
@@ -321,7 +376,7 @@ def _collisions(flat: Tensor, image_wh: Tensor, image_idx: Tensor, num_images: i
     out = {"num_cells": num_cells, "images": num_images, "faces": faces, "lost": lost,
            "lost_fraction": lost / faces if faces else 0.0, "crowded_cells": int((per_cell > 1).sum())}
     if size_bins:
-        area = (flat[:, 2] - flat[:, 0]) * (flat[:, 3] - flat[:, 1])  # (T,)
+        area = box_area(flat)  # (T,) pixels, zero for degenerate boxes
         slots = num_images * num_cells * num_cells
         kept = _winners(cell_id, area, slots)[cell_id] == torch.arange(faces)  # (T,) the target of its cell
         size = area.clamp(min=0).sqrt()  # (T,) face size sqrt(w*h) px

@@ -10,6 +10,7 @@ from scratchdet.config import DetectorConfig
 from scratchdet.grid import (
     assign_cells,
     cells_to_boxes,
+    check_grid,
     collision_rates,
     collision_stats,
     decode_grid,
@@ -17,6 +18,7 @@ from scratchdet.grid import (
     encode_targets,
     encode_targets_batch,
     gather_boxes,
+    input_hw,
 )
 
 
@@ -55,13 +57,14 @@ def loop_encode(boxes, num_cells, image_size):
 
 
 def loop_decode_grid(pred, config):
-    S, B, size = config.num_cells, config.boxes_per_cell, config.image_size
+    """Slow reference for any grid Sh x Sw: centres from the stride, sizes from the training input."""
+    sh, sw, B, size, stride = pred.shape[0], pred.shape[1], config.boxes_per_cell, config.image_size, config.cell_size
     boxes, scores = [], []
-    for i in range(S):
-        for j in range(S):
+    for i in range(sh):
+        for j in range(sw):
             for b in range(B):
-                x, y, sw, sh, conf = pred[i, j, 5 * b: 5 * b + 5].tolist()
-                cx, cy, w, h = (j + x) / S * size, (i + y) / S * size, sw * sw * size, sh * sh * size
+                x, y, sqrt_w, sqrt_h, conf = pred[i, j, 5 * b: 5 * b + 5].tolist()
+                cx, cy, w, h = (j + x) * stride, (i + y) * stride, sqrt_w**2 * size, sqrt_h**2 * size
                 boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
                 scores.append(conf)
     return torch.tensor(boxes), torch.tensor(scores)
@@ -181,6 +184,19 @@ def test_collision_keeps_largest_face_in_any_order(order):
     assert kept.tolist() == [order[k] == 1 for k in range(3)]
 
 
+def test_exact_pixel_area_tie_goes_to_earlier_box_in_encode_and_assign_cells():
+    # Both 45 px^2 in the same cell, but (3 / 448) * (15 / 448) rounds above (5 / 448) * (9 / 448)
+    # in float32: comparing normalised areas gave the cell to the second box.
+    config = DetectorConfig(image_size=448, num_cells=7)
+    boxes = torch.tensor([[94.5, 88.5, 97.5, 103.5], [93.5, 91.5, 98.5, 100.5]])
+    _, _, kept = assign_cells(boxes, 7, 448)
+    assert kept.tolist() == [True, False]
+    targets = encode_targets(boxes, config)
+    torch.testing.assert_close(decode_targets(targets, config), boxes[:1])
+    torch.testing.assert_close(encode_targets_batch([boxes, boxes.flip(0)], config)[1].double(),
+                               loop_encode(boxes.flip(0), 7, (448, 448)), atol=1e-5, rtol=0)
+
+
 def test_collision_tie_goes_to_earlier_box():
     boxes = torch.tensor([[40.0, 40.0, 50.0, 50.0], [42.0, 42.0, 52.0, 52.0]])  # same area, same cell
     _, _, kept = assign_cells(boxes, 8, 256)
@@ -251,6 +267,55 @@ def test_decode_grid_matches_loop(num_cells, boxes_per_cell):
     torch.testing.assert_close(single_scores, scores[1])
 
 
+@pytest.mark.parametrize("sh,sw", [(6, 10), (1, 1), (15, 8)])
+def test_decode_grid_any_input_size_matches_loop(sh, sw):
+    config = DetectorConfig(image_size=256, num_cells=8, boxes_per_cell=2)  # stride 32
+    pred = torch.rand(2, sh, sw, 10, generator=torch.Generator().manual_seed(sh * sw))
+    boxes, scores = decode_grid(pred, config)
+    assert boxes.shape == (2, sh * sw * 2, 4) and scores.shape == (2, sh * sw * 2)
+    for n in range(2):
+        ref_boxes, ref_scores = loop_decode_grid(pred[n], config)
+        torch.testing.assert_close(boxes[n], ref_boxes, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(scores[n], ref_scores)
+    single_boxes, _ = decode_grid(pred[0], config)  # unbatched
+    torch.testing.assert_close(single_boxes, boxes[0])
+    assert input_hw(pred, config) == (sh * 32, sw * 32)
+
+
+def test_same_cell_content_decodes_to_the_same_pixel_size_at_any_grid():
+    config = DetectorConfig(image_size=256, num_cells=8, boxes_per_cell=1)
+    side = (40 / 256) ** 0.5  # a 40 px face at the training size
+    sizes = {}
+    for s in (8, 15):  # 256 px and 480 px inputs
+        pred = torch.zeros(1, s, s, 5)
+        pred[0, 3, 5] = torch.tensor([0.5, 0.25, side, side, 0.9])
+        boxes, scores = decode_grid(pred, config)
+        box = boxes[0, scores[0].argmax()]
+        torch.testing.assert_close(box, torch.tensor([5.5 * 32 - 20, 3.25 * 32 - 20, 5.5 * 32 + 20, 3.25 * 32 + 20]))
+        sizes[s] = (box[2:] - box[:2]).tolist()
+    assert sizes[8] == sizes[15] == pytest.approx([40.0, 40.0])
+
+
+def test_decode_at_the_training_grid_is_unchanged():
+    # The formula of every earlier version: normalised by S, then times the image size.
+    config = DetectorConfig(image_size=224, num_cells=7, boxes_per_cell=2)
+    pred = torch.rand(3, 7, 7, 10, generator=torch.Generator().manual_seed(3))
+    cells = pred.unflatten(-1, (2, 5))
+    old = cells_to_boxes(cells[..., 0:2], cells[..., 2:4].square(), 7) * 224
+    assert torch.equal(decode_grid(pred, config)[0], old.reshape(3, 98, 4))
+
+
+def test_check_grid_is_strict_unless_any_size():
+    config = DetectorConfig()
+    check_grid(torch.zeros(2, 6, 10, 10), config, "pred", batched=True, any_size=True)
+    with pytest.raises(ValueError, match=r"pred must have shape \[N, 8, 8, 10\].*got \[2, 6, 10, 10\]"):
+        check_grid(torch.zeros(2, 6, 10, 10), config, "pred", batched=True)
+    with pytest.raises(ValueError, match=r"targets must have shape \[N, 8, 8, 5\]"):
+        decode_targets(torch.zeros(1, 6, 10, 5), config)  # targets live on the training grid
+    with pytest.raises(ValueError, match=r"\[N, Sh, Sw, 10\] with any Sh, Sw >= 1"):
+        check_grid(torch.zeros(6, 10, 10), config, "pred", batched=True, any_size=True)
+
+
 def test_decode_grid_negative_sqrt_is_safe():
     pred = torch.full((1, 8, 8, 10), -0.5)
     boxes, _ = decode_grid(pred, DetectorConfig())
@@ -278,7 +343,10 @@ def test_cells_to_boxes_is_differentiable():
         (lambda c: encode_targets_batch([torch.zeros(0, 4), "x"], c), TypeError, r"boxes\[1\]"),
         (lambda c: encode_targets_batch([torch.tensor([[0.0, 0, 9, 9]]), torch.tensor([[0.0, 0, 300, 9]])], c),
          ValueError, r"boxes\[1\]\[0\].*outside"),
-        (lambda c: decode_grid(torch.zeros(1, 7, 7, 10), c), ValueError, r"\[N, 8, 8, 10\].*got \[1, 7, 7, 10\]"),
+        (lambda c: decode_grid(torch.zeros(1, 7, 7, 5), c), ValueError,
+         r"\[N, Sh, Sw, 10\] or \[Sh, Sw, 10\] with any Sh, Sw >= 1.*got \[1, 7, 7, 5\]"),
+        (lambda c: decode_grid(torch.zeros(1, 0, 7, 10), c), ValueError, r"Sh, Sw >= 1.*got \[1, 0, 7, 10\]"),
+        (lambda c: decode_grid(torch.zeros(7, 10), c), ValueError, r"got \[7, 10\]"),
         (lambda c: decode_grid(torch.zeros(8, 8, 10, dtype=torch.long), c), TypeError, "floating point"),
         (lambda c: decode_targets(torch.zeros(1, 8, 8, 10), c), ValueError, r"\[N, 8, 8, 5\]"),
         (lambda c: collision_stats([torch.zeros(0, 4)], 0, 256), ValueError, "num_cells"),
