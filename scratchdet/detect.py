@@ -42,7 +42,7 @@ import torch
 from scratchdet._io import atomic_write, atomic_write_text, fresh_dir, same_file
 from scratchdet.config import MAX_DETECTIONS, NMS_IOU_THRESHOLD, SCORE_THRESHOLD
 from scratchdet.data.photos import read_image
-from scratchdet.letterbox import input_hw
+from scratchdet.letterbox import check_input_size
 from scratchdet.model import YoloDetector
 from scratchdet.viz import draw_boxes
 
@@ -309,7 +309,7 @@ def _check_not_overwriting(source: Path, target: Path) -> None:
 def _check_args(args: argparse.Namespace, model: YoloDetector) -> None:
     if args.image_size is not None:
         try:
-            input_hw(args.image_size, model.config.cell_size)
+            check_input_size(args.image_size, model.config.cell_size)
         except ValueError as error:
             raise ValueError(f"--image-size: {error}") from None
     if args.format not in ("json", "csv"):

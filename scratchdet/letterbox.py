@@ -25,7 +25,7 @@ from torch import Tensor
 from scratchdet.boxes import clip_boxes, image_hw
 from scratchdet.config import PAD_VALUE
 
-__all__ = ["letterbox_shape", "letterbox_scale", "letterbox", "unletterbox_boxes", "input_hw"]
+__all__ = ["letterbox_shape", "letterbox_scale", "letterbox", "unletterbox_boxes", "check_input_size"]
 
 Size = Union[int, Tuple[int, int]]
 
@@ -39,7 +39,7 @@ def _check_hw(size, name: str) -> tuple[int, int]:
     return int(hw[0]), int(hw[1])
 
 
-def input_hw(size: Size, stride: int) -> tuple[int, int]:
+def check_input_size(size: Size, stride: int) -> tuple[int, int]:
     """A network input size as ``(height, width)``, checked to be multiples of ``stride``.
 
     Args:

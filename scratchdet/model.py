@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from scratchdet.backbones import get_backbone
 from scratchdet.boxes import box_area
 from scratchdet.config import MAX_DETECTIONS, NMS_IOU_THRESHOLD, SCORE_THRESHOLD, DetectorConfig
-from scratchdet.letterbox import Size, input_hw, letterbox, unletterbox_boxes
+from scratchdet.letterbox import Size, check_input_size, letterbox, unletterbox_boxes
 from scratchdet.nms import postprocess
 
 __all__ = ["YoloHead", "YoloDetector", "as_image_list", "predict_with"]
@@ -289,7 +289,7 @@ def predict_with(grid_fn: Callable[[Tensor], Tensor], config: DetectorConfig, im
     Returns:
         One ``{"boxes": Tensor[K, 4] xyxy photo pixels, "scores": Tensor[K]}`` per photo.
     """
-    size = input_hw(config.image_size if image_size is None else image_size, config.cell_size)
+    size = check_input_size(config.image_size if image_size is None else image_size, config.cell_size)
     photos = [p.to(device) for p in as_image_list(images)]
     if not photos:
         return []

@@ -8,7 +8,7 @@ import torch
 
 from scratchdet.config import PAD_VALUE
 from scratchdet.data.transforms import eval_transforms
-from scratchdet.letterbox import input_hw, letterbox, letterbox_scale, letterbox_shape, unletterbox_boxes
+from scratchdet.letterbox import check_input_size, letterbox, letterbox_scale, letterbox_shape, unletterbox_boxes
 
 SHAPES = [(300, 500), (100, 80), (128, 128), (37, 611), (1000, 3), (600, 512)]
 
@@ -66,7 +66,7 @@ def test_unletterbox_clips_to_the_photo():
     (lambda: letterbox(torch.zeros(3, 10, 10), (64,)), r"size must be a positive int or \(height, width\)"),
     (lambda: letterbox_shape((0, 5), 64), r"image_size must be a positive int"),
     (lambda: unletterbox_boxes(torch.zeros(4), (1.0, 1.0), 10), r"Tensor\[M, 4\] xyxy, got torch.Size\(\[4\]\)"),
-    (lambda: input_hw(100, 32), r"image_size 100 must be a multiple of the model's stride 32.*\(96, 96\)"),
+    (lambda: check_input_size(100, 32), r"image_size 100 must be a multiple of the model's stride 32.*\(96, 96\)"),
 ])
 def test_errors_name_the_bad_value(call, match):
     with pytest.raises(ValueError, match=match):
@@ -74,4 +74,4 @@ def test_errors_name_the_bad_value(call, match):
 
 
 def test_input_hw():
-    assert input_hw(480, 32) == (480, 480) and input_hw((256, 384), 32) == (256, 384)
+    assert check_input_size(480, 32) == (480, 480) and check_input_size((256, 384), 32) == (256, 384)
