@@ -27,6 +27,13 @@ as darknet does). Choices, and where they differ from the paper's text:
   B - 1 predictors of a cell that holds a face (as in eq. 3 and darknet).
 * No class term: there is one class (face), so P(face | object) is 1.
 
+Non-finite predictions are never hidden: a NaN or +-inf anywhere in ``pred``
+makes ``total`` (and the terms it enters) NaN or inf, because every predictor
+enters a term, even with weight 0 (0 * NaN = NaN, 0 * inf = NaN), and the IoU
+of a NaN box is NaN (:func:`scratchdet.boxes.box_iou_paired`). Checking that
+costs a host sync, so it is opt-in: ``yolo_loss(..., check_finite=True)``
+raises a ``ValueError`` naming the first non-finite term.
+
 Taught in ``notebooks/04_loss.ipynb``.
 """
 
@@ -51,11 +58,25 @@ def _check_inputs(pred: Tensor, targets: Tensor, config: DetectorConfig) -> None
         raise ValueError(f"pred and targets need the same number N >= 1 of images, got "
                          f"{pred.shape[0]} and {targets.shape[0]}")
     obj = targets[..., 4]
-    if not ((obj == 0) | (obj == 1)).all():
-        raise ValueError(f"targets[..., 4] (obj) must be 0 or 1, got values {obj.unique()[:5].tolist()}")
-    if not (targets[..., :4] >= 0).all():  # also catches NaN
+    obj_ok = ((obj == 0) | (obj == 1)).all()
+    if not bool(obj_ok & (targets[..., :4] >= 0).all()):  # one host sync; >= 0 also catches NaN
+        if not obj_ok:
+            raise ValueError(f"targets[..., 4] (obj) must be 0 or 1, got values {obj.unique()[:5].tolist()}")
         raise ValueError("targets[..., :4] (x, y, w, h) must be finite and >= 0; "
                          "build targets with scratchdet.grid.encode_targets_batch")
+
+
+def _check_finite(terms: dict[str, Tensor], pred: Tensor) -> None:
+    """Raise naming the first non-finite term (in ``LOSS_TERMS`` order) and the first bad prediction."""
+    finite = torch.isfinite(torch.stack([terms[name].detach() for name in LOSS_TERMS]))  # (5,)
+    if bool(finite.all()):
+        return
+    name = LOSS_TERMS[int((~finite).nonzero()[0])]
+    bad = (~torch.isfinite(pred.detach())).nonzero()  # (P, 4)
+    at = ", ".join(map(str, bad[0].tolist())) if len(bad) else ""
+    first = f", the first pred[{at}] = {pred[tuple(bad[0])].item()}" if len(bad) else ""
+    raise ValueError(f"yolo_loss: term {name!r} is {terms[name].item()} "
+                     f"({len(bad)} non-finite values in pred{first})")
 
 
 def responsible_mask(pred: Tensor, targets: Tensor, config: DetectorConfig) -> tuple[Tensor, Tensor]:
@@ -88,7 +109,8 @@ def _responsible(cells: Tensor, targets: Tensor, num_cells: int) -> tuple[Tensor
     return one_hot & (targets[..., 4:5] > 0), iou
 
 
-def yolo_loss(pred: Tensor, targets: Tensor, config: DetectorConfig) -> dict[str, Tensor]:
+def yolo_loss(pred: Tensor, targets: Tensor, config: DetectorConfig,
+              check_finite: bool = False) -> dict[str, Tensor]:
     """YOLO v1 loss, term by term (see the module docstring for the equations).
 
     Args:
@@ -100,6 +122,9 @@ def yolo_loss(pred: Tensor, targets: Tensor, config: DetectorConfig) -> dict[str
             w, h image-normalised (not square-rooted), obj in {0, 1}.
         config: S, B, ``lambda_coord``, ``lambda_noobj``, ``lambda_obj`` and
             ``conf_target`` (``"iou"`` or ``"one"``).
+        check_finite: raise if a term is NaN or inf (one host sync). Off by
+            default: a NaN or inf prediction then gives a non-finite
+            ``total``, never a silent finite number (see the module docstring).
 
     Returns:
         dict of scalar tensors ``xy``, ``wh``, ``obj``, ``noobj`` (each
@@ -108,7 +133,8 @@ def yolo_loss(pred: Tensor, targets: Tensor, config: DetectorConfig) -> dict[str
 
     Raises:
         TypeError, ValueError: wrong types, shapes that do not match the
-            config, or obj values other than 0 and 1.
+            config, or obj values other than 0 and 1; with ``check_finite``,
+            a non-finite term (``"yolo_loss: term 'xy' is nan ..."``).
     """
     _check_inputs(pred, targets, config)
     cells = pred.unflatten(-1, (config.boxes_per_cell, 5))  # (N, S, S, B, 5)
@@ -127,4 +153,6 @@ def yolo_loss(pred: Tensor, targets: Tensor, config: DetectorConfig) -> dict[str
         "noobj": config.lambda_noobj * ((1 - resp_f) * conf.square()).sum() / n,
     }
     terms["total"] = terms["xy"] + terms["wh"] + terms["obj"] + terms["noobj"]
+    if check_finite:
+        _check_finite(terms, pred)
     return terms

@@ -238,3 +238,43 @@ def test_bad_input_raises_clearly(pred, targets, error, match):
 def test_bad_config_type():
     with pytest.raises(TypeError, match="DetectorConfig"):
         yolo_loss(torch.zeros(1, 8, 8, 10), torch.zeros(1, 8, 8, 5), {"num_cells": 8})
+
+
+# ---- non-finite predictions ------------------------------------------------------------
+def face_and_empty_cells(targets):
+    """(n, i, j) of one cell with a face and one without."""
+    face = tuple(targets[..., 4].nonzero()[0].tolist())
+    empty = tuple((targets[..., 4] == 0).nonzero()[0].tolist())
+    return face, empty
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("channel", range(10))  # x, y, sqrt_w, sqrt_h, conf of predictors 0 and 1
+@pytest.mark.parametrize("cell", ["face", "empty"])
+@pytest.mark.parametrize("conf_target", ["iou", "one"])
+def test_non_finite_prediction_gives_non_finite_total(value, channel, cell, conf_target):
+    config = DetectorConfig(conf_target=conf_target)
+    pred, targets = random_case(config, faces=6, seed=7)
+    face, empty = face_and_empty_cells(targets)
+    pred[(face if cell == "face" else empty) + (channel,)] = value
+    assert not torch.isfinite(yolo_loss(pred, targets, config)["total"])
+
+
+@pytest.mark.parametrize("channel,value,term", [(0, float("nan"), "xy"), (3, float("inf"), "wh"),
+                                                (4, float("nan"), "obj"), (9, float("-inf"), "obj")])
+def test_check_finite_names_the_first_non_finite_term(channel, value, term):
+    config = DetectorConfig()
+    pred, targets = random_case(config, faces=6, seed=8)
+    face, _ = face_and_empty_cells(targets)
+    pred[face + (channel,)] = value
+    where = rf"the first pred\[{', '.join(map(str, face + (channel,)))}\] = {value}"
+    message = rf"yolo_loss: term '{term}' is (nan|inf) \(1 non-finite values in pred, {where}\)"
+    with pytest.raises(ValueError, match=message):
+        yolo_loss(pred, targets, config, check_finite=True)
+
+
+def test_check_finite_passes_finite_losses_unchanged():
+    config = DetectorConfig()
+    pred, targets = random_case(config, seed=9)
+    checked, plain = yolo_loss(pred, targets, config, check_finite=True), yolo_loss(pred, targets, config)
+    assert all(torch.equal(checked[k], plain[k]) for k in LOSS_TERMS)
