@@ -1,11 +1,14 @@
 """The main job: train a PoolResNet on SynthFaces on the CPU, evaluate, detect.
 
-``scratchdet demo`` (and ``./run.sh demo``) writes ``runs/demo/``:
+``scratchdet demo`` (and ``./run.sh demo``) trains the recipe
+``configs/demo.yaml`` and writes a fresh folder ``runs/demo`` (``runs/demo2``,
+... when an earlier demo is there, so no run is overwritten):
 
 * ``checkpoints/best.ckpt``, ``last.ckpt`` and ``model.pt`` (``YoloDetector.save``);
+* ``config.yaml``: the resolved recipe;
 * ``metrics.json``: AP50 on SynthFaces test overall and by face size
   (``ap50_small`` < 16 px, ``ap50_medium`` 16-48 px, ``ap50_large`` > 48 px,
-  ``ap50_ge24`` >= 24 px), ``train_seconds``, ``images_per_second``, settings;
+  ``ap50_ge24`` >= 24 px), ``train_seconds``, ``images_per_second``, the recipe;
 * ``curves.png``: training and validation loss, validation AP per epoch;
 * ``detections/``: the sample photos and SynthFaces test images with boxes.
 """
@@ -17,18 +20,22 @@ import json
 import time
 from pathlib import Path
 
-from scratchdet.pipeline import (TrainSettings, evaluate_model, jsonable_metrics, latest_log, run_training,
-                                 settings_dict)
+import cv2
+import matplotlib.pyplot as plt
 
-__all__ = ["DEMO_SETTINGS", "run_demo", "plot_training_log"]
+from scratchdet._io import atomic_write_text, fresh_dir
+from scratchdet.data.photos import read_image, sample_photos
+from scratchdet.data.synthfaces import SynthFaces
+from scratchdet.model import YoloDetector
+from scratchdet.pipeline import evaluate_model, jsonable_metrics, latest_log, run_training
+from scratchdet.viz import RED, draw_boxes
 
-# The demo's recipe, sized for ~10 minutes of training on 2 CPU cores.
-DEMO_SETTINGS = dict(
-    dataset="synthfaces", backbone="poolresnet", preset="medium", image_size=256, num_cells=8,
-    boxes_per_cell=2, epochs=7, batch_size=16, lr=2e-3, optimizer="adamw", schedule="warmup_cosine",
-    train_size=4000, val_size=200, seed=0, max_minutes=15.0,
-)
-QUICK_SETTINGS = dict(epochs=1, train_size=32, val_size=16, max_minutes=2.0)
+__all__ = ["DEMO_RECIPE", "QUICK_OVERRIDES", "run_demo", "plot_training_log"]
+
+DEMO_RECIPE = "demo"  # configs/demo.yaml
+# --quick: a tiny run that only checks the pipeline.
+QUICK_OVERRIDES = {"trainer.max_epochs": 1, "data.train_size": 32, "data.val_size": 16,
+                   "trainer.max_time": "00:00:02:00"}
 
 
 def _read_log(path: Path) -> dict[str, list[tuple[float, float]]]:
@@ -46,8 +53,6 @@ def _read_log(path: Path) -> dict[str, list[tuple[float, float]]]:
 
 def plot_training_log(log_csv: str | Path, out_png: str | Path | None = None):
     """Plot train loss per step, val loss and val AP50 per validation from ``metrics.csv``."""
-    import matplotlib.pyplot as plt
-
     series = _read_log(Path(log_csv))
     fig, (loss_ax, ap_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
     for key, label in (("train/total_step", "train loss (per step)"), ("val/total", "val loss")):
@@ -70,11 +75,6 @@ def plot_training_log(log_csv: str | Path, out_png: str | Path | None = None):
 
 
 def _annotate(model, out_dir: Path, test, num_test: int = 8) -> list[Path]:
-    import cv2
-
-    from scratchdet.data.photos import read_image, sample_photos
-    from scratchdet.viz import RED, draw_boxes
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     named = [(p.stem, read_image(p), None) for p in sample_photos()]
@@ -89,35 +89,38 @@ def _annotate(model, out_dir: Path, test, num_test: int = 8) -> list[Path]:
     return written
 
 
-def run_demo(output_dir: str | Path = "runs/demo", epochs: int | None = None, train_size: int | None = None,
-             quick: bool = False, progress_bar: bool = True, data_root: str = "data") -> dict:
-    """Train, evaluate on SynthFaces test, draw detections; return the metrics dict."""
-    from scratchdet.data.synthfaces import SynthFaces
-    from scratchdet.model import YoloDetector
+def run_demo(output_dir: str | Path | None = None, epochs: int | None = None, train_size: int | None = None,
+             quick: bool = False, progress_bar: bool = True, data_root: str | None = None,
+             overwrite: bool = False) -> dict:
+    """Train ``configs/demo.yaml``, evaluate on SynthFaces test, draw detections; return the metrics dict.
 
+    ``output_dir=None`` makes a fresh ``runs/demo`` (``runs/demo2``, ... if
+    taken); an explicit folder that holds checkpoints is refused unless ``overwrite``.
+    """
     start = time.perf_counter()
-    out = Path(output_dir)
-    values = {**DEMO_SETTINGS, **(QUICK_SETTINGS if quick else {})}
-    values.update({k: v for k, v in (("epochs", epochs), ("train_size", train_size)) if v is not None})
-    settings = TrainSettings(**values, output_dir=str(out), data_root=data_root, progress_bar=progress_bar)
-    print(f"== scratchdet demo: training a {settings.backbone} ({settings.preset}) on SynthFaces "
-          f"({settings.train_size} images, {settings.epochs} epochs, {settings.image_size} px) -> {out}/")
-    result = run_training(settings)
+    out = fresh_dir("runs", "demo") if output_dir is None else Path(output_dir)
+    overrides = {**(QUICK_OVERRIDES if quick else {}), "output_dir": str(out), "overwrite": overwrite,
+                 "trainer.enable_progress_bar": progress_bar}
+    overrides.update({k: v for k, v in (("trainer.max_epochs", epochs), ("data.train_size", train_size),
+                                         ("data.root", data_root)) if v is not None})
+    print(f"== scratchdet demo: training configs/{DEMO_RECIPE}.yaml on SynthFaces -> {out}/")
+    result = run_training(DEMO_RECIPE, overrides)
+    recipe = result.recipe
     checkpoint = result.best_checkpoint or result.last_checkpoint
     model = YoloDetector.from_checkpoint(checkpoint).eval()
     model.save(out / "model.pt")
 
     print("== evaluating on SynthFaces test")
-    test = SynthFaces("test", image_size=settings.image_size, root=data_root, num_images=32 if quick else None)
+    test = SynthFaces("test", image_size=model.config.image_size, root=data_root, num_images=32 if quick else None)
     metrics = evaluate_model(model, test)
     metrics.update(train_seconds=round(result.train_seconds, 1),
                    images_per_second=round(result.images_per_second, 1),
-                   checkpoint=str(checkpoint), settings=settings_dict(settings))
+                   checkpoint=str(checkpoint), recipe=recipe)
     plot_training_log(latest_log(out), out / "curves.png")
     written = _annotate(model, out / "detections", test)
     metrics["wall_seconds"] = round(time.perf_counter() - start, 1)
     keep = jsonable_metrics(metrics)
-    (out / "metrics.json").write_text(json.dumps(keep, indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(keep, indent=2) + "\n")
     print(f"== SynthFaces test AP50: {metrics['ap50']:.3f} (all faces), {metrics['ap50_ge24']:.3f} (faces >= 24 px), "
           f"{metrics['ap50_small']:.3f} (faces < 16 px)")
     print(f"== trained {result.train_seconds:.0f} s at {result.images_per_second:.0f} images/s; "

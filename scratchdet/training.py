@@ -12,22 +12,27 @@ Taught in ``notebooks/06_training.ipynb``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from scratchdet.config import DetectorConfig
+from scratchdet.config import EVAL_SCORE_THRESHOLD, MAX_DETECTIONS, NMS_IOU_THRESHOLD, DetectorConfig
+from scratchdet.evaluation import evaluate_by_size
 from scratchdet.grid import encode_targets_batch
 from scratchdet.loss import yolo_loss
 from scratchdet.model import YoloDetector
 from scratchdet.nms import postprocess
 
-__all__ = ["YoloModule", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["YoloModule", "TrainingDiverged", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("warmup_cosine", "cosine", "constant")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the message names the step and the loss term."""
 
 
 def _choice(value: str, options: tuple[str, ...], name: str) -> str:
@@ -36,56 +41,88 @@ def _choice(value: str, options: tuple[str, ...], name: str) -> str:
     return value
 
 
+def _number(value: float, name: str, low: float = 0.0, strict: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (strict and value == low):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {value!r}")
+    return float(value)
+
+
 class YoloModule(pl.LightningModule):
     """Train and validate a :class:`YoloDetector` with the YOLO v1 loss.
 
+    Every argument is reachable from ``scratchdet train`` and from the YAML
+    recipes in ``configs/`` as ``model.<name>`` (``model.config.<field>`` for
+    the :class:`DetectorConfig`), and is saved in the checkpoint.
+
     Args:
-        config: the detector geometry and loss weights (dict or
-            :class:`DetectorConfig`); stored as a dict in the checkpoint.
-        backbone, preset, backbone_kwargs, head_channels: passed to
-            :class:`YoloDetector`.
-        optimizer: ``"adamw"`` or ``"sgd"`` (momentum, Nesterov).
-        lr: peak learning rate.
+        config: the detector geometry and loss weights (a :class:`DetectorConfig`
+            or a dict of its fields); ``config.image_size`` is the training
+            input size, linked to ``data.image_size`` by the CLI.
+        backbone: feature extractor, one of ``scratchdet.backbones.BACKBONES``
+            (``poolresnet``, ``resnet``, ``mobilenet_v3``, ``mobilenet_v2``).
+        preset: backbone size, ``small``, ``medium`` or ``large``.
+        pretrained: start from torchvision's ImageNet weights (MobileNet
+            backbones only; from the torch hub cache, or downloaded).
+        head_channels: width of the head; ``None``: ``min(backbone channels, 128)``.
+        backbone_kwargs: extra arguments of the backbone (e.g. ``{"width": 48}``).
+        optimizer: ``adamw`` or ``sgd`` (momentum, Nesterov).
+        lr: peak learning rate (finite, > 0).
         weight_decay: decoupled weight decay (not applied to norms and biases).
         momentum: SGD momentum.
-        schedule: ``"warmup_cosine"`` (linear warm-up from lr/25, then cosine
-            decay to lr/100, stepped per batch), ``"cosine"`` (the same without
-            warm-up) or ``"constant"``. The schedule follows the trainer's
-            current step budget, so a resumed run with more epochs stretches it.
+        schedule: ``warmup_cosine`` (linear warm-up from lr/25, then cosine
+            decay to lr/100, stepped per batch), ``cosine`` (no warm-up) or
+            ``constant``. It follows the trainer's current step budget, so a
+            resumed run with more epochs stretches it.
         warmup_fraction: share of the steps spent warming up (warmup_cosine).
-        eval_score_threshold, nms_iou_threshold, max_detections: how
-            validation turns grids into detections for AP (a low score
-            threshold: AP needs the whole precision-recall curve).
+        eval_score_threshold: lowest score kept for validation AP (low: AP
+            needs the whole precision-recall curve).
+        nms_iou_threshold: NMS IoU threshold for validation.
+        max_detections: detections kept per validation image.
+        stop_on_nonfinite: stop at the first training step whose loss is NaN
+            or infinite (:class:`TrainingDiverged`, naming the step and the
+            term); costs one host sync per step.
 
-    Every init argument is saved with ``save_hyperparameters``, so
     ``YoloModule.load_from_checkpoint(path)`` and
     ``YoloDetector.from_checkpoint(path)`` both rebuild the model.
     Logged: ``train/<term>`` and ``val/<term>`` for each loss term, and
     ``val/ap50``, ``val/ap50_ge24`` and ``val/ap50_small`` at each epoch end.
     """
 
-    def __init__(self, config: dict | DetectorConfig, backbone: str = "poolresnet", preset: str = "medium",
-                 backbone_kwargs: dict | None = None, head_channels: int | None = None,
-                 optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4, momentum: float = 0.9,
-                 schedule: str = "warmup_cosine", warmup_fraction: float = 0.1, eval_score_threshold: float = 0.01,
-                 nms_iou_threshold: float = 0.45, max_detections: int = 100) -> None:
+    def __init__(self, config: DetectorConfig = DetectorConfig(), backbone: str = "poolresnet",
+                 preset: Literal["small", "medium", "large"] = "medium", pretrained: bool = False,
+                 head_channels: int | None = None, backbone_kwargs: dict | None = None,
+                 optimizer: Literal["adamw", "sgd"] = "adamw", lr: float = 2e-3, weight_decay: float = 5e-4,
+                 momentum: float = 0.9, schedule: Literal["warmup_cosine", "cosine", "constant"] = "warmup_cosine",
+                 warmup_fraction: float = 0.1, eval_score_threshold: float = EVAL_SCORE_THRESHOLD,
+                 nms_iou_threshold: float = NMS_IOU_THRESHOLD, max_detections: int = MAX_DETECTIONS,
+                 stop_on_nonfinite: bool = True) -> None:
         super().__init__()
         config = config if isinstance(config, DetectorConfig) else DetectorConfig.from_dict(dict(config))
         _choice(optimizer, OPTIMIZERS, "optimizer")
         _choice(schedule, SCHEDULES, "schedule")
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr!r}")
+        _number(lr, "lr", strict=True)
+        _number(weight_decay, "weight_decay")
+        _number(momentum, "momentum")
+        if not 0.0 <= _number(warmup_fraction, "warmup_fraction") < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
+        backbone_kwargs = dict(backbone_kwargs or {})
+        if pretrained:
+            if not backbone.startswith("mobilenet"):
+                raise ValueError(f"pretrained=True needs a MobileNet backbone (ImageNet weights exist only for "
+                                 f"torchvision's models), got backbone={backbone!r}")
+            backbone_kwargs["pretrained"] = True
         self.save_hyperparameters({
-            "config": config.to_dict(), "backbone": backbone, "preset": preset,
-            "backbone_kwargs": dict(backbone_kwargs or {}), "head_channels": head_channels,
+            "config": config.to_dict(), "backbone": backbone, "preset": preset, "pretrained": bool(pretrained),
+            "backbone_kwargs": backbone_kwargs, "head_channels": head_channels,
             "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
             "schedule": schedule, "warmup_fraction": warmup_fraction,
             "eval_score_threshold": eval_score_threshold, "nms_iou_threshold": nms_iou_threshold,
-            "max_detections": max_detections,
+            "max_detections": max_detections, "stop_on_nonfinite": stop_on_nonfinite,
         })
         self.config = config
         self.model = YoloDetector(config, backbone=backbone, preset=preset, head_channels=head_channels,
-                                  **(backbone_kwargs or {}))
+                                  **backbone_kwargs)
         self._val_outputs: list[tuple[list[dict], list[Tensor]]] = []
 
     def forward(self, images: Tensor) -> Tensor:
@@ -99,11 +136,20 @@ class YoloModule(pl.LightningModule):
         pred = self.model(images)  # (N, S, S, B*5)
         terms = yolo_loss(pred, targets, self.config)
         on_step = stage == "train"
+        if on_step and self.hparams.stop_on_nonfinite and not torch.isfinite(terms["total"]):
+            self._diverged(terms)
         self.log_dict({f"{stage}/{k}": v.detach() for k, v in terms.items()}, on_step=on_step,
                       on_epoch=True, prog_bar=False, batch_size=len(images))
         self.log(f"{stage}_loss", terms["total"].detach(), on_step=False, on_epoch=True,
                  prog_bar=True, batch_size=len(images))
         return terms["total"], pred
+
+    def _diverged(self, terms: dict[str, Tensor]) -> None:
+        bad = [k for k, v in terms.items() if k != "total" and not torch.isfinite(v)] or ["total"]
+        raise TrainingDiverged(
+            f"training diverged at step {self.global_step} (epoch {self.current_epoch}): loss term "
+            f"{bad[0]!r} is {terms[bad[0]].detach().item()} (lr={self.hparams.lr}); lower model.lr or check the "
+            f"loss weights")
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self.shared_step(batch, "train")[0]
@@ -119,8 +165,6 @@ class YoloModule(pl.LightningModule):
         self._val_outputs = []
 
     def on_validation_epoch_end(self) -> None:
-        from scratchdet.evaluation import evaluate_by_size
-
         if not self._val_outputs:
             return
         detections = [d for dets, _ in self._val_outputs for d in dets]

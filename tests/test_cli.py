@@ -11,8 +11,8 @@ from scratchdet.cli import main
 from scratchdet.config import DetectorConfig
 from scratchdet.model import YoloDetector
 
-TINY = ["--image-size", "64", "--num-cells", "4", "--preset", "small", "--batch-size", "4",
-        "--train-size", "8", "--val-size", "4", "--epochs", "1", "--progress-bar", "false", "--threads", "1"]
+TINY = ["--config", "smoke", "--data.train_size", "8", "--data.val_size", "4", "--trainer.max_epochs", "1",
+        "--threads", "1"]
 
 
 def run_cli(args, capsys):
@@ -24,7 +24,7 @@ def run_cli(args, capsys):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    status = main(["train", *TINY, "--data-root", str(root / "data"), "--output-dir", str(root / "run")])
+    status = main(["train", *TINY, "--data.root", str(root / "data"), "--output_dir", str(root / "run")])
     assert status == 0
     return root
 
@@ -48,16 +48,27 @@ def test_evaluate_writes_metrics_json(trained, capsys):
 
 
 @pytest.mark.parametrize("args,match", [
-    (["train", "--backbone", "nope"], "unknown backbone 'nope'"),
-    (["train", "--dataset", "coco"], "dataset must be one of"),
-    (["train", "--dataset", "wider", "--wider-root", "/nonexistent/wider"], "/nonexistent/wider"),
-    (["train", "--image-size", "100"], "not divisible"),
-    (["train", "--epochs", "many"], "setting 'epochs' must be int"),
-    (["train", "--config", "/nonexistent.yaml"], "does not exist"),
+    (["train", "--model.backbone", "nope"], "unknown backbone 'nope'"),
+    (["train", "--data.dataset", "coco"], "dataset must be one of"),
+    (["train", "--data.dataset", "wider", "--data.wider_root", "/nonexistent/wider"], "/nonexistent/wider"),
+    (["train", "--model.config.image_size", "100", "--model.config.num_cells", "8"], "not divisible"),
+    (["train", "--trainer.max_epochs", "many"], "trainer.max_epochs"),
+    (["train", "--trainer.max_epochs", "-1"], "train forever"),
+    (["train", "--trainer.max_epochs", "0"], "positive number of epochs"),
+    (["train", "--trainer.max_time", "00:00:-5:00"], "positive duration"),
+    (["train", "--trainer.accelerator", "gpu"], "gpu"),
+    (["train", "--trainer.devices", "0"], "devices"),
+    (["train", "--trainer.overfit_batches", "-1"], "overfit_batches"),
+    (["train", "--model.lr", "inf"], "model.lr"),
+    (["train", "--model.config.lambda_coord", "nan"], "lambda_coord"),
+    (["train", "--model.preset", "huge"], "model.preset"),
+    (["train", "--config", "/nonexistent.yaml"], "no recipe"),
     (["evaluate", "/nonexistent.ckpt"], "does not exist"),
 ])
 def test_user_errors_are_one_line(args, match, capsys, tmp_path):
-    args = args + ["--output-dir", str(tmp_path)] if args[0] == "train" else args
+    if torch.cuda.is_available() and "gpu" in args:
+        pytest.skip("a GPU is here")
+    args = args + ["--output_dir", str(tmp_path / "run")] if args[0] == "train" else args
     status, _, err = run_cli(args, capsys)
     assert status == 2
     assert err.count("\n") == 1 and "Traceback" not in err, err
@@ -69,7 +80,7 @@ def test_unknown_config_key(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("learning_rate: 0.1\n")
     status, _, err = run_cli(["train", "--config", str(cfg)], capsys)
-    assert status == 2 and "unknown setting 'learning_rate'" in err
+    assert status == 2 and "learning_rate" in err and err.count("\n") == 1
 
 
 def test_incompatible_checkpoint(tmp_path, capsys):
@@ -90,7 +101,7 @@ def test_not_a_checkpoint(tmp_path, capsys):
 
 
 def test_module_entry_point_exit_status():
-    proc = subprocess.run([sys.executable, "-m", "scratchdet", "train", "--backbone", "nope"],
+    proc = subprocess.run([sys.executable, "-m", "scratchdet", "train", "--model.backbone", "nope"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "unknown backbone" in proc.stderr
@@ -155,9 +166,43 @@ def test_detect_and_export_subcommands(trained, tmp_path, capsys):
                                    "--no-progress"], capsys)
     assert status == 0, err
     assert list((tmp_path / "det").glob("*.json"))
-    status, stdout, err = run_cli(["export", checkpoint, "--format", "torchscript",
-                                   "--out", str(tmp_path / "m.pt")], capsys)
+    status, stdout, err = run_cli(["export", checkpoint, "--format", "pt2",
+                                   "--out", str(tmp_path / "m.pt2")], capsys)
     assert status == 0, err
-    assert (tmp_path / "m.pt").exists()
+    assert (tmp_path / "m.pt2").exists()
     status, _, err = run_cli(["detect", str(tmp_path / "missing.jpg"), "--checkpoint", checkpoint], capsys)
     assert status == 2 and err.count("\n") == 1 and "missing.jpg" in err
+
+
+def test_train_help_describes_every_key(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for key, words in [("--model.config.lambda_obj", "confidence term"), ("--model.lr", "peak learning rate"),
+                       ("--data.train_size", "number of images"), ("--output_dir", "run folder"),
+                       ("--resume", "last.ckpt"), ("--trainer.max_time", None), ("--model.preset", "small,medium,large")]:
+        assert key in text, key
+        if words:
+            assert words in text, words
+
+
+def test_evaluate_refuses_out_onto_its_checkpoint(trained, capsys):
+    checkpoint = trained / "run" / "checkpoints" / "best.ckpt"
+    before = checkpoint.read_bytes()
+    status, _, err = run_cli(["evaluate", str(checkpoint), "--out", str(checkpoint)], capsys)
+    assert status == 2 and "is the checkpoint" in err
+    assert checkpoint.read_bytes() == before
+
+
+def test_evaluate_num_images_beyond_the_split_is_an_error(trained, capsys):
+    status, _, err = run_cli(["evaluate", str(trained / "run" / "checkpoints" / "best.ckpt"), "--data-root",
+                              str(trained / "data"), "--num-images", "100000"], capsys)
+    assert status == 2 and "more than the 500 images" in err and err.count("\n") == 1
+
+
+def test_evaluate_at_another_input_size(trained, capsys):
+    status, stdout, err = run_cli(["evaluate", str(trained / "run" / "checkpoints" / "best.ckpt"), "--data-root",
+                                   str(trained / "data"), "--num-images", "4", "--image-size", "96"], capsys)
+    assert status == 0, err
+    assert json.loads(stdout)["num_images"] == 4

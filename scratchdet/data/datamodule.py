@@ -20,7 +20,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
 
+from scratchdet.data.cache import resolve_data_root
+from scratchdet.data.synthfaces import SynthFaces
 from scratchdet.data.transforms import DetectionTransform, eval_transforms, train_transforms
+from scratchdet.data.wider import WiderFace, find_wider_root
 
 __all__ = ["DATASETS", "DetectionDataset", "collate_detections", "FaceDataModule"]
 
@@ -126,7 +129,8 @@ class FaceDataModule(pl.LightningDataModule):
     Args:
         dataset: ``"synthfaces"`` (generated, no download) or ``"wider"``.
         root: data folder: the SynthFaces cache, and where WIDER FACE is looked
-            for when ``wider_root`` is ``None`` (``root`` or ``root/widerface``).
+            for when ``wider_root`` is ``None`` (``root`` or ``root/widerface``);
+            ``None``: :func:`scratchdet.data.cache.default_data_root`.
         image_size: side of the square network input, in pixels.
         batch_size: images per batch.
         num_workers: DataLoader worker processes (0: load in the main process).
@@ -146,7 +150,7 @@ class FaceDataModule(pl.LightningDataModule):
     def __init__(
         self,
         dataset: str = "synthfaces",
-        root: str | os.PathLike = "data",
+        root: str | os.PathLike | None = None,
         image_size: int = 256,
         batch_size: int = 16,
         num_workers: int = 0,
@@ -160,7 +164,7 @@ class FaceDataModule(pl.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-        self.dataset, self.root, self.augment, self.seed = dataset, root, bool(augment), seed
+        self.dataset, self.root, self.augment, self.seed = dataset, resolve_data_root(root), bool(augment), seed
         self.image_size = _positive_int(image_size, "image_size")
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.num_workers = _positive_int(num_workers, "num_workers", minimum=0)
@@ -170,9 +174,7 @@ class FaceDataModule(pl.LightningDataModule):
                 _positive_int(size, f"{split}_size")
         self.wider_root = None
         if dataset == "wider":
-            from scratchdet.data.wider import find_wider_root
-
-            self.wider_root = find_wider_root(root if wider_root is None else wider_root)
+            self.wider_root = find_wider_root(self.root if wider_root is None else wider_root)
         self.save_hyperparameters()
         self.datasets: dict[str, DetectionDataset] = {}
         self._generator = torch.Generator().manual_seed(seed)
@@ -181,11 +183,7 @@ class FaceDataModule(pl.LightningDataModule):
         """The source of ``split`` (``"train"``, ``"val"`` or ``"test"``), before transforms."""
         size = self.sizes[split]
         if self.dataset == "synthfaces":
-            from scratchdet.data.synthfaces import SynthFaces
-
             return SynthFaces(split=split, image_size=self.image_size, num_images=size, root=self.root)
-        from scratchdet.data.wider import WiderFace
-
         source = WiderFace(self.wider_root, split="val" if split == "test" else split)
         return _subset(source, size, self.seed, f"{split}_size")
 

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from scratchdet.data import _draw
+from scratchdet.data.cache import resolve_data_root
 
 GENERATOR_VERSION = 1
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -287,7 +288,8 @@ class SynthFaces:
         num_images: images in the split; default ``SPLIT_SIZES[split]``
             (train 4000, val 500, test 500).
         seed: dataset seed (int >= 0); the splits of one seed never share an image.
-        root: data folder; the cache lives in ``root/synthfaces/<key>/``.
+        root: data folder; the cache lives in ``root/synthfaces/<key>/``
+            (``None``: :func:`scratchdet.data.cache.default_data_root`).
         cache: build the cache on first use (``images.npy`` memory map of
             ``uint8 (N, H, W, 3)`` plus ``labels.npz``) and read from it;
             ``False`` draws every image on the fly (same bytes either way).
@@ -299,14 +301,14 @@ class SynthFaces:
     """
 
     def __init__(self, split: str = "train", image_size: int = 256, num_images: int | None = None,
-                 seed: int = 0, root: str | os.PathLike = "data", cache: bool = True,
+                 seed: int = 0, root: str | os.PathLike | None = None, cache: bool = True,
                  progress: bool | None = None) -> None:
         self.split, self.split_id = split, _check_split(split)
         self.image_size = _check_int(image_size, "image_size", 32, 4096)
         self.num_images = (SPLIT_SIZES[split] if num_images is None
                            else _check_int(num_images, "num_images", 1))
         self.seed = _check_int(seed, "seed", 0)
-        self.cache_dir = Path(root) / "synthfaces" / self.key if cache else None
+        self.cache_dir = resolve_data_root(root) / "synthfaces" / self.key if cache else None
         self._images = None  # memory map, opened lazily (and again after pickling)
         self._labels = None
         self._cached = self.num_images  # images in the cache folder (a larger one may serve)

@@ -13,10 +13,14 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Mapping, Sequence
 
-from scratchdet.backbones import BACKBONES
-from scratchdet.config import SCORE_THRESHOLD, DetectorConfig
+import yaml
 
-__all__ = ["PARTS", "RUN_FIELDS", "RUN_DEFAULTS", "StudyPlan", "FULL_PLAN", "REDUCED_PLAN", "REDUCED_PARTS",
+from scratchdet.backbones import BACKBONES
+from scratchdet.checkpoints import flatten
+from scratchdet.config import SCORE_THRESHOLD, DetectorConfig
+from scratchdet.recipe import recipe_path
+
+__all__ = ["PARTS", "RECIPE_KEYS", "recipe_base", "RUN_FIELDS", "RUN_DEFAULTS", "StudyPlan", "FULL_PLAN", "REDUCED_PLAN", "REDUCED_PARTS",
            "plan_runs", "run_id", "arch_key", "check_parts"]
 
 PARTS = ("backbones", "pretrained", "loss_weights", "small_faces")
@@ -26,6 +30,21 @@ RUN_FIELDS = ("backbone", "preset", "pretrained", "image_size", "num_cells", "bo
 # A run field the base may leave out: runs start from random weights unless a part says otherwise.
 RUN_DEFAULTS = {"pretrained": False}
 _DETECTOR_FIELDS = tuple(f.name for f in fields(DetectorConfig))
+# The study's short names for keys of the recipe tree (configs/study.yaml); ``threads`` is a run key.
+RECIPE_KEYS = {
+    "dataset": "data.dataset", "data_root": "data.root", "train_size": "data.train_size", "val_size": "data.val_size",
+    "batch_size": "data.batch_size", "backbone": "model.backbone", "preset": "model.preset",
+    "pretrained": "model.pretrained", "lr": "model.lr", "optimizer": "model.optimizer",
+    "schedule": "model.schedule", "epochs": "trainer.max_epochs", "seed": "seed_everything", "threads": "threads",
+    **{name: f"model.config.{name}" for name in _DETECTOR_FIELDS},
+}
+
+
+def recipe_base(recipe: str = "study", **values) -> dict:
+    """The short-named values of a recipe file (those in :data:`RECIPE_KEYS`), then ``values`` on top."""
+    tree = flatten(yaml.safe_load(recipe_path(recipe).read_text()) or {})
+    by_key = {key: name for name, key in RECIPE_KEYS.items()}
+    return {**{by_key[k]: v for k, v in tree.items() if k in by_key}, **values}
 
 
 @dataclass(frozen=True)
@@ -142,9 +161,7 @@ class StudyPlan:
 # training time.
 FULL_PLAN = StudyPlan(
     name="full",
-    base=dict(dataset="synthfaces", backbone="poolresnet", preset="medium", image_size=256, num_cells=8,
-              boxes_per_cell=2, lambda_coord=5.0, lambda_noobj=0.5, epochs=3, batch_size=16, lr=2e-3,
-              optimizer="adamw", schedule="warmup_cosine", train_size=4000, val_size=200, seed=0, threads=2),
+    base=recipe_base("study", threads=2),  # configs/study.yaml
     equal_time={"epochs": 6},
     pretrained_values={"train_size": 1600, "epochs": 3},
     loss_values={"preset": "small"},

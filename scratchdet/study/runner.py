@@ -19,15 +19,15 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 
-from scratchdet import pipeline  # used by _train only: the one place that knows the training API
 from scratchdet._io import atomic_write_text
-from scratchdet.config import EVAL_SCORE_THRESHOLD, SCORE_THRESHOLD, DetectorConfig
+from scratchdet.config import SCORE_THRESHOLD, DetectorConfig
 from scratchdet.data.synthfaces import SynthFaces
 from scratchdet.evaluation import SIZE_BINS, evaluate_by_crowd, evaluate_by_size, operating_point
 from scratchdet.grid import collision_rates, gather_boxes
 from scratchdet.model import YoloDetector
+from scratchdet.pipeline import predict_source, run_training
 from scratchdet.profiling import count_macs, count_parameters, environment, latency_ms
-from scratchdet.study.plan import FULL_PLAN, PARTS, StudyPlan, arch_key, check_parts, plan_runs
+from scratchdet.study.plan import FULL_PLAN, PARTS, RECIPE_KEYS, StudyPlan, arch_key, check_parts, plan_runs
 from scratchdet.study.report import SCHEMA_VERSION, jsonable, summarize
 from scratchdet.study.weights import pretrained_weights
 
@@ -46,12 +46,13 @@ class Trained(NamedTuple):
 
 
 def _train(settings: Mapping, output_dir: Path) -> Trained:
-    """Train one run: the only place the study calls the training code (:mod:`scratchdet.pipeline`).
+    """Train one run: ``configs/study.yaml`` with ``settings`` on top (the one place the study trains).
 
     Args:
-        settings: flat training settings (:meth:`StudyPlan.settings`: data,
-            model, loss weights, budget, seed, threads).
-        output_dir: the run's folder (logs and ``checkpoints/``).
+        settings: the run's short-named settings (:meth:`StudyPlan.settings`;
+            names in :data:`~scratchdet.study.plan.RECIPE_KEYS`).
+        output_dir: the run's folder (logs and ``checkpoints/``). A run whose
+            record no longer matches trains again there (``overwrite``).
 
     Returns:
         :class:`Trained`: the best checkpoint by validation AP50 (the last
@@ -59,32 +60,20 @@ def _train(settings: Mapping, output_dir: Path) -> Trained:
 
     Raises:
         ValueError: settings the training code rejects (e.g. ``pretrained``
-            with a backbone that has no ImageNet weights).
-
-    A run whose record no longer matches trains again into the same folder,
-    so the training code must start afresh there (not resume, not refuse).
+            with a backbone that has no ImageNet weights), or a name that is
+            not in ``RECIPE_KEYS``.
     """
-    pipeline.quiet_lightning()
-    result = pipeline.run_training(pipeline.TrainSettings(
-        **{**settings, "output_dir": str(output_dir), "progress_bar": False}))
+    unknown = sorted(set(settings) - set(RECIPE_KEYS))
+    if unknown:
+        raise ValueError(f"study settings {unknown} have no recipe key; known: {sorted(RECIPE_KEYS)}")
+    overrides = {RECIPE_KEYS[name]: value for name, value in settings.items()}
+    overrides.update({"output_dir": str(output_dir), "overwrite": True, "trainer.enable_progress_bar": False})
+    result = run_training("study", overrides)
     checkpoint = Path(result.best_checkpoint or result.last_checkpoint)
     metrics = result.trainer.callback_metrics
     return Trained(YoloDetector.from_checkpoint(checkpoint).eval(), checkpoint, result.train_seconds,
                    result.images_per_second, int(result.trainer.current_epoch),
                    float(metrics["val/ap50"]) if "val/ap50" in metrics else None)
-
-
-@torch.no_grad()
-def _predict(model: YoloDetector, source, batch_size: int) -> tuple[list[dict], list[torch.Tensor]]:
-    """Per image ``{"boxes": Tensor[K, 4], "scores": Tensor[K]}`` (xyxy px, score >= EVAL_SCORE_THRESHOLD,
-    the whole PR curve) and the ground truth ``Tensor[M, 4]`` of every image of ``source``."""
-    detections, truths = [], []
-    for start in range(0, len(source), batch_size):
-        samples = [source[i] for i in range(start, min(start + batch_size, len(source)))]
-        found = model.predict([image for image, _ in samples], score_threshold=EVAL_SCORE_THRESHOLD)
-        detections += [{key: value.cpu() for key, value in d.items()} for d in found]
-        truths += [torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) for _, boxes in samples]
-    return detections, truths
 
 
 def evaluate_run(model: YoloDetector, source, score_threshold: float = SCORE_THRESHOLD,
@@ -105,7 +94,7 @@ def evaluate_run(model: YoloDetector, source, score_threshold: float = SCORE_THR
         ``seconds`` (prediction and evaluation).
     """
     start = time.perf_counter()
-    predictions, truths = _predict(model, source, batch_size)
+    predictions, truths = predict_source(model, source, batch_size)
     out = dict(evaluate_by_size(predictions, truths))
     out.update(evaluate_by_crowd(predictions, truths))
     point = operating_point(predictions, truths, score_threshold)
