@@ -17,17 +17,27 @@ step per kept box. Here it is a fixed point of matrix operations instead
   one by one), so the result is exact, not an approximation. The number of
   rounds is the length of the longest suppression chain (usually a handful).
 
-Two things make it fast on a CPU. The matrix is sparse (a box overlaps a few
-others), so the rounds walk a list of (better, worse) pairs, O(pairs) each.
-And the sorted boxes go through in blocks of ``_BLOCK``: the fixed point runs
-inside a block, then the block's kept boxes remove everything they suppress
-further down the list at once, so boxes that are already gone never enter a
-block. Memory stays at ``_BLOCK x K`` (10,000 boxes never build a
-10,000 x 10,000 matrix) and the result stays exact.
+The sorted boxes go through in blocks of ``_BLOCK`` (256):
+
+* inside a block, one pass builds the whole block x block matrix A, and
+  each round of the fixed point is one matrix-vector product
+  (:func:`_dense_keep`). At YOLO's sizes (100 to 200 boxes after the score
+  threshold: one block) the cost is the number of tensor operations, not
+  arithmetic: about 25, plus three per round;
+* then the block's kept boxes remove everything they suppress further down
+  the list at once, so boxes that are already gone never enter a block.
+  Memory stays at ``_BLOCK x K`` (10,000 boxes never build a
+  10,000 x 10,000 matrix).
 
 IoU is computed with the same float arithmetic as torchvision's kernel, and
 the threshold is compared as torchvision compares it, so keep lists are equal
-index for index. Taught in ``notebooks/07_nms.ipynb``.
+index for index. float16 and bfloat16 boxes are upcast to float32 first (as
+:mod:`scratchdet.boxes` does; their areas overflow otherwise), so they keep
+what torchvision keeps for the same boxes in float32.
+
+:func:`postprocess` decodes a grid of any size Sh x Sw (the input size at
+inference; see :mod:`scratchdet.grid`) and clips to that input.
+Taught in ``notebooks/07_nms.ipynb``.
 """
 
 from __future__ import annotations
@@ -38,8 +48,9 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from scratchdet.boxes import box_area, check_boxes, clip_boxes
-from scratchdet.config import DetectorConfig
+from scratchdet.boxes import _upcast, box_area, check_boxes, clip_boxes
+from scratchdet.config import MAX_DETECTIONS, NMS_IOU_THRESHOLD, SCORE_THRESHOLD, DetectorConfig
+from scratchdet.grid import check_grid, decode_grid, input_hw
 
 __all__ = ["nms", "batched_nms", "postprocess"]
 
@@ -64,8 +75,12 @@ def _check_inputs(boxes: Tensor, scores: Tensor, iou_threshold: float) -> None:
                          f"{list(boxes.shape)}, got {list(scores.shape)}")
     if scores.device != boxes.device:
         raise ValueError(f"boxes are on {boxes.device} but scores on {scores.device}")
-    ok = torch.isfinite(scores).all() & torch.isfinite(boxes).all() & (boxes[:, 2:] >= boxes[:, :2]).all()
-    if not ok:  # one reduction on the happy path; find and name the culprit otherwise
+    if not len(boxes):
+        return
+    # Happy path: one reduction. Widths and heights must lie in [0, inf): NaN or inf
+    # corners give NaN or inf sizes, and a NaN or inf score turns its row NaN (x * 0).
+    smallest, largest = torch.aminmax((_upcast(boxes[:, 2:]) - boxes[:, :2]).add_(scores[:, None] * 0.0))
+    if not (smallest.item() >= 0 and largest.item() < math.inf):  # find and name the culprit
         check_boxes(boxes, "xyxy", "boxes", allow_degenerate=True)
         i = int((~torch.isfinite(scores)).nonzero()[0])
         raise ValueError(f"scores must be finite, got scores[{i}] = {scores[i].item()}")
@@ -82,6 +97,50 @@ def _threshold_below(iou_threshold: float, dtype: torch.dtype) -> float:
     if t.double().item() > iou_threshold:
         t = torch.nextafter(t, torch.tensor(-math.inf, dtype=dtype))
     return t.item()
+
+
+@lru_cache(maxsize=8)
+def _lower_thresholds(threshold: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``Tensor[_BLOCK, _BLOCK]``: ``threshold`` below the diagonal, 2 on and above it.
+
+    ``iou > T`` then keeps only pairs (worse i, better j < i): an IoU is at most
+    1 (or NaN), never above 2. One comparison instead of a comparison and a
+    ``tril``, which costs several times more at this size.
+    """
+    lower = torch.ones(_BLOCK, _BLOCK, dtype=torch.bool, device=device).tril_(-1)
+    return torch.where(lower, threshold, 2.0).to(dtype)
+
+
+def _dense_keep(corners: Tensor, groups: Tensor | None, threshold: float) -> Tensor:
+    """Greedy keep mask ``BoolTensor[K]`` of K <= ``_BLOCK`` boxes sorted by score, all pairs at once.
+
+    ``corners`` is ``Tensor[4, K]``, rows x1, y1, x2, y2 (contiguous rows
+    broadcast several times faster than columns); ``groups`` ``[K]`` or None.
+
+    ``drop[i, j]`` (float 0/1) is 1 when better box j < i would drop box i.
+    The fixed point runs on ``suppressed`` (0/1): box i is suppressed when a
+    kept box drops it, i.e. when ``drop[i] @ (1 - suppressed) > 0``. That is
+    ``counts - drop @ suppressed`` with ``counts = drop.sum(1)``: one
+    ``addmv`` and one ``clamp`` per round. Counts are small integers, exact
+    in float.
+    """
+    k = corners.shape[1]
+    lo, hi = corners[:2], corners[2:]  # (2, K) each
+    area = (hi - lo).prod(0)  # (K,) (x2 - x1) * (y2 - y1), as torchvision
+    wh = torch.minimum(hi.unsqueeze(2), hi.unsqueeze(1)).sub_(torch.maximum(lo.unsqueeze(2), lo.unsqueeze(1)))
+    inter = wh.clamp_(min=0)[0].mul_(wh[1])  # (K, K) from wh (2, K, K)
+    union = torch.add(area.unsqueeze(1), area).sub_(inter)  # (K, K)
+    drop = inter.div_(union).gt_(_lower_thresholds(threshold, corners.dtype, corners.device)[:k, :k])  # 0/1
+    if groups is not None:
+        drop.mul_(groups[:, None] == groups)
+    counts = drop.sum(1)  # (K,) better boxes that would drop each box
+    suppressed = counts.clamp(max=1)  # round 1: every box kept
+    for _ in range(k):  # after t rounds the first t boxes are final
+        new = torch.addmv(counts, drop, suppressed, alpha=-1).clamp_(max=1)  # dropped by a kept box
+        if torch.equal(new, suppressed):
+            break
+        suppressed = new
+    return suppressed.logical_not()
 
 
 def _overlaps(a: Tensor, b: Tensor, area_a: Tensor, area_b: Tensor, threshold: float) -> Tensor:
@@ -101,24 +160,6 @@ def _overlaps(a: Tensor, b: Tensor, area_a: Tensor, area_b: Tensor, threshold: f
     return inter.div_(union).gt_(threshold)
 
 
-def _greedy_fixed_point(better: Tensor, worse: Tensor, n: int) -> Tensor:
-    """Exact greedy keep mask ``BoolTensor[n]`` from suppression edges.
-
-    Edge e says box ``better[e]`` (sorted position, lower = higher score)
-    would drop box ``worse[e]`` (``better < worse``). The matrix of edges is
-    sparse (a box overlaps few others), so each round costs O(edges), and n
-    rounds always suffice (after t rounds the first t boxes are final).
-    """
-    keep = torch.ones(n, dtype=torch.bool, device=better.device)
-    for _ in range(n):
-        new = torch.ones_like(keep)
-        new[worse[keep[better]]] = False  # dropped by a box that is kept now
-        if torch.equal(new, keep):
-            break
-        keep = new
-    return keep
-
-
 def _hits(coords: Tensor, area: Tensor, rows: Tensor, cols: Tensor, groups: Tensor | None,
           threshold: float) -> tuple[Tensor, Tensor]:
     """Pairs (p, q) with IoU(rows[p], cols[q]) > threshold in the same group, as two index tensors."""
@@ -134,7 +175,7 @@ def _sorted_nms(boxes: Tensor, groups: Tensor | None, threshold: float) -> Tenso
     """Kept sorted positions ``LongTensor[k]`` of boxes already sorted by score.
 
     Block by block over the boxes still alive: greedy NMS inside the block
-    (exact fixed point), then the block's kept boxes suppress every later
+    (:func:`_dense_keep`), then the block's kept boxes suppress every later
     box at once, so suppressed boxes never enter a block.
     """
     area = box_area(boxes)  # (K,) zero for degenerate boxes, as torchvision's product
@@ -143,9 +184,8 @@ def _sorted_nms(boxes: Tensor, groups: Tensor | None, threshold: float) -> Tenso
     kept = []
     while len(alive):
         block, alive = alive[:_BLOCK], alive[_BLOCK:]
-        better, worse = _hits(coords, area, block, block, groups, threshold)
-        upper = better < worse  # only a better box suppresses a worse one
-        new = block[_greedy_fixed_point(better[upper], worse[upper], len(block))]
+        block_groups = None if groups is None else groups[block]
+        new = block[_dense_keep(coords.index_select(1, block), block_groups, threshold)]
         kept.append(new)
         if len(alive):
             hit, _ = _hits(coords, area, alive, new, groups, threshold)
@@ -157,9 +197,14 @@ def _sorted_nms(boxes: Tensor, groups: Tensor | None, threshold: float) -> Tenso
 
 @torch.no_grad()
 def _run(boxes: Tensor, scores: Tensor, groups: Tensor | None, iou_threshold: float) -> Tensor:
-    order = torch.sort(scores, descending=True, stable=True).indices  # (K,)
-    groups = None if groups is None else groups[order]
-    return order[_sorted_nms(boxes[order], groups, _threshold_below(iou_threshold, boxes.dtype))]
+    """Validated inputs -> kept indices ``LongTensor[k]`` by decreasing score."""
+    boxes = _upcast(boxes)  # exact; float16 areas overflow at 256 x 256 px
+    order = torch.argsort(scores, descending=True, stable=True)  # (K,)
+    groups = None if groups is None else groups.index_select(0, order)
+    threshold = _threshold_below(iou_threshold, boxes.dtype)
+    if len(order) <= _BLOCK:  # one block (YOLO's sizes): skip the block bookkeeping
+        return order[_dense_keep(boxes.t().index_select(1, order), groups, threshold)]  # corners (4, K)
+    return order[_sorted_nms(boxes.index_select(0, order), groups, threshold)]
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -168,6 +213,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Args:
         boxes: ``Tensor[K, 4]`` float, xyxy, any frame (pixels usually).
             Zero-size boxes are allowed (they suppress nothing); negative sizes are not.
+            float16 and bfloat16 are compared in float32.
         scores: ``Tensor[K]`` float, finite.
         iou_threshold: in [0, 1]; a box is dropped when its IoU with a kept,
             better-scored box is greater than this.
@@ -210,20 +256,20 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
 
 
 def _check_postprocess(grid_predictions: Tensor, config: DetectorConfig, score_threshold: float,
-                       max_detections: int) -> None:
-    from scratchdet.grid import check_grid
-
-    check_grid(grid_predictions, config, "grid_predictions", batched=True)
+                       iou_threshold: float, max_detections: int) -> None:
+    check_grid(grid_predictions, config, "grid_predictions", batched=True, any_size=True)
     if not torch.isfinite(grid_predictions).all():
         raise ValueError("grid_predictions contains NaN or inf (check the model's output)")
     _check_threshold(score_threshold, "score_threshold")
+    _check_threshold(iou_threshold, "iou_threshold")
     if isinstance(max_detections, bool) or not isinstance(max_detections, int) or max_detections < 1:
         raise ValueError(f"max_detections must be a positive int, got {max_detections!r}")
 
 
 @torch.no_grad()
-def postprocess(grid_predictions: Tensor, config: DetectorConfig, score_threshold: float = 0.25,
-                iou_threshold: float = 0.45, max_detections: int = 100) -> list[dict[str, Tensor]]:
+def postprocess(grid_predictions: Tensor, config: DetectorConfig, score_threshold: float = SCORE_THRESHOLD,
+                iou_threshold: float = NMS_IOU_THRESHOLD,
+                max_detections: int = MAX_DETECTIONS) -> list[dict[str, Tensor]]:
     """Network output -> final detections per image, for the whole batch at once.
 
     Steps: decode every predictor (:func:`scratchdet.grid.decode_grid`), clip
@@ -232,25 +278,27 @@ def postprocess(grid_predictions: Tensor, config: DetectorConfig, score_threshol
     as the group, keep the ``max_detections`` best per image.
 
     Args:
-        grid_predictions: ``Tensor[N, S, S, B*5]``, the activated model output.
-        config: gives S, B and the input size.
-        score_threshold: minimum confidence in [0, 1]; use 0 for AP evaluation.
+        grid_predictions: ``Tensor[N, Sh, Sw, B*5]``, the activated model
+            output for inputs of ``(Sh, Sw) * config.cell_size`` pixels, any
+            Sh, Sw >= 1 (Sh = Sw = S at the training size).
+        config: gives B, the stride and the training input size (box sizes).
+        score_threshold: minimum confidence in [0, 1]; use
+            :data:`~scratchdet.config.EVAL_SCORE_THRESHOLD` for AP evaluation.
         iou_threshold: NMS threshold in [0, 1].
         max_detections: most detections kept per image.
 
     Returns:
         A list of N dicts ``{"boxes": Tensor[K, 4], "scores": Tensor[K]}``:
-        xyxy pixels of the network input, sorted by decreasing score.
+        xyxy pixels of the network input (clipped to its
+        ``(Sh * cell_size, Sw * cell_size)``), sorted by decreasing score.
     """
-    from scratchdet.grid import decode_grid  # grid imports nothing from here; keeps import order free
-
-    _check_postprocess(grid_predictions, config, score_threshold, max_detections)
+    _check_postprocess(grid_predictions, config, score_threshold, iou_threshold, max_detections)
     n_images = len(grid_predictions)
-    boxes, scores = decode_grid(grid_predictions, config)  # (N, S*S*B, 4), (N, S*S*B)
-    boxes = clip_boxes(boxes, config.image_size)
+    boxes, scores = decode_grid(grid_predictions, config)  # (N, Sh*Sw*B, 4), (N, Sh*Sw*B)
+    boxes = clip_boxes(boxes, input_hw(grid_predictions, config))
     image, slot = ((scores >= score_threshold) & (box_area(boxes) > 0)).nonzero(as_tuple=True)
     boxes, scores = boxes[image, slot], scores[image, slot]  # (T, 4), (T,)
-    keep = batched_nms(boxes, scores, image, iou_threshold)  # by decreasing score
+    keep = _run(boxes, scores, image, iou_threshold)  # batched_nms, inputs already checked
     keep = keep[torch.sort(image[keep], stable=True).indices]  # grouped by image, score order kept
     counts = torch.bincount(image[keep], minlength=n_images)  # (N,)
     first = torch.cumsum(counts, 0) - counts  # (N,) where each image's run starts

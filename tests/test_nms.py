@@ -6,7 +6,7 @@ import torchvision
 
 from scratchdet.boxes import box_area, box_iou, clip_boxes
 from scratchdet.config import DetectorConfig
-from scratchdet.grid import decode_grid
+from scratchdet.grid import decode_grid, input_hw
 from scratchdet.nms import batched_nms, nms, postprocess
 
 
@@ -177,7 +177,7 @@ def loop_postprocess(grid, config, score_threshold, iou_threshold, max_detection
     out = []
     for pred in grid:
         boxes, scores = decode_grid(pred[None], config)
-        boxes, scores = clip_boxes(boxes[0], config.image_size), scores[0]
+        boxes, scores = clip_boxes(boxes[0], (pred.shape[0] * config.cell_size, pred.shape[1] * config.cell_size)), scores[0]
         keep = (scores >= score_threshold) & (box_area(boxes) > 0)
         boxes, scores = boxes[keep], scores[keep]
         kept = torchvision.ops.nms(boxes, scores, iou_threshold)[:max_detections]
@@ -219,8 +219,9 @@ def test_postprocess_empty_batch_and_no_detections():
 @pytest.mark.parametrize(
     "grid, kwargs, error, match",
     [
-        (torch.zeros(1, 4, 4, 5), {}, ValueError, r"shape \[N, 4, 4, 10\]"),
-        (torch.zeros(4, 4, 10), {}, ValueError, r"shape \[N, 4, 4, 10\]"),
+        (torch.zeros(1, 4, 4, 5), {}, ValueError, r"shape \[N, Sh, Sw, 10\] with any Sh, Sw >= 1.*got \[1, 4, 4, 5\]"),
+        (torch.zeros(4, 4, 10), {}, ValueError, r"shape \[N, Sh, Sw, 10\].*got \[4, 4, 10\]"),
+        (torch.zeros(1, 4, 0, 10), {}, ValueError, r"Sh, Sw >= 1.*got \[1, 4, 0, 10\]"),
         (torch.zeros(1, 4, 4, 10, dtype=torch.long), {}, TypeError, "floating point"),
         (torch.full((1, 4, 4, 10), float("nan")), {}, ValueError, "NaN"),
         (torch.zeros(1, 4, 4, 10), {"score_threshold": 2.0}, ValueError, "score_threshold"),
@@ -236,3 +237,81 @@ def test_postprocess_bad_input(grid, kwargs, error, match):
 def test_postprocess_needs_a_config():
     with pytest.raises(TypeError, match="DetectorConfig"):
         postprocess(torch.zeros(1, 4, 4, 10), {"num_cells": 4})
+
+
+@pytest.mark.parametrize("sh,sw", [(3, 7), (4, 4), (9, 2), (1, 1)])
+def test_postprocess_any_input_size_equals_per_image_loop(sh, sw):
+    grid = torch.rand(3, sh, sw, 10, generator=torch.Generator().manual_seed(sh * 10 + sw))
+    grid[..., 2::5] *= 0.6
+    grid[..., 3::5] *= 0.6
+    ours = postprocess(grid, CONFIG, 0.1, 0.45, 100)
+    ref = loop_postprocess(grid, CONFIG, 0.1, 0.45, 100)
+    for a, b in zip(ours, ref):
+        assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+
+
+def test_postprocess_clips_to_a_non_square_input():
+    # CONFIG: 64 px input, 4 cells, stride 16. A 6 x 10 grid is a 96 x 160 (height x width) input.
+    grid = torch.zeros(1, 6, 10, 10)
+    grid[0, 5, 9, 0:5] = torch.tensor([0.9, 0.9, 1.0, 1.0, 0.9])  # 64 x 64 face centred at (158.4, 94.4)
+    grid[0, 0, 0, 0:5] = torch.tensor([0.1, 0.1, 0.5, 0.5, 0.8])  # 16 x 16 face centred at (1.6, 1.6)
+    assert input_hw(grid, CONFIG) == (96, 160)
+    out = postprocess(grid, CONFIG)[0]
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.8])
+    torch.testing.assert_close(out["boxes"], torch.tensor([[126.4, 62.4, 160.0, 96.0], [0.0, 0.0, 9.6, 9.6]]))
+
+
+def test_postprocess_at_the_training_grid_keeps_its_old_clip():
+    # Same content at 4 x 4 (the training grid, 64 px) and inside a 4 x 8 grid: the box that
+    # crosses x = 64 is clipped at the training input, and not inside the wider one.
+    grid = torch.zeros(1, 4, 8, 10)
+    grid[0, 1, 3, 0:5] = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.9])  # 16 px face centred at (56, 24)
+    wide, square = postprocess(grid, CONFIG)[0], postprocess(grid[:, :, :4].contiguous(), CONFIG)[0]
+    torch.testing.assert_close(wide["boxes"], torch.tensor([[48.0, 16.0, 64.0, 32.0]]))
+    torch.testing.assert_close(square["boxes"], torch.tensor([[48.0, 16.0, 64.0, 32.0]]))
+    grid[0, 1, 3, 0] = 0.9  # centre x 62.4: spills over the 64 px training input
+    torch.testing.assert_close(postprocess(grid, CONFIG)[0]["boxes"][0, 2], torch.tensor(70.4))
+    torch.testing.assert_close(postprocess(grid[:, :, :4].contiguous(), CONFIG)[0]["boxes"][0, 2], torch.tensor(64.0))
+
+
+# ---------------------------------------------------------------- half precision, randomized equality
+
+def test_half_precision_large_boxes_are_not_kept_twice():
+    b = torch.tensor([[0, 0, 300, 300], [2, 2, 300, 300]])  # IoU 0.987; 300 * 300 overflows float16
+    s = torch.tensor([0.9, 0.8])
+    for dtype in (torch.float16, torch.bfloat16):
+        assert nms(b.to(dtype), s.to(dtype), 0.5).tolist() == [0]
+        assert batched_nms(b.to(dtype), s.to(dtype), torch.zeros(2, dtype=torch.long), 0.5).tolist() == [0]
+
+
+def yolo_like(seed):
+    """Clustered boxes of a random count, with score ties and some duplicated boxes."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 600, (1,), generator=g))
+    boxes, scores = clustered_boxes(n, seed, faces=int(torch.randint(1, 30, (1,), generator=g)))
+    boxes = boxes * float(torch.rand(1, generator=g) * 4 + 0.5)  # faces of about 5 to 300 px
+    if seed % 3 == 0:
+        scores = torch.randint(0, 4, (n,), generator=g).float() / 4  # many ties
+    if seed % 4 == 0:
+        copies = torch.randint(0, n, (n // 5,), generator=g)
+        boxes[: len(copies)] = boxes[copies]  # exact duplicates
+    return boxes, scores
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_nms_randomized_clustered_cases_equal_torchvision(dtype):
+    """Many YOLO-like cases of random sizes across both regimes (dense and blocks).
+
+    torchvision's CPU kernel has no float16 / bfloat16: its reference is the same
+    boxes upcast to float32 (exact), which is what nms computes with.
+    """
+    for seed in range(60):
+        boxes, scores = yolo_like(seed)
+        boxes, scores = boxes.to(dtype), scores.to(dtype)
+        threshold = (0.3, 0.45, 0.5, 0.7)[seed % 4]
+        wide = torch.float64 if dtype == torch.float64 else torch.float32
+        ref = torchvision.ops.nms(boxes.to(wide), scores.to(wide), threshold)
+        assert torch.equal(nms(boxes, scores, threshold), ref), (seed, len(boxes))
+        idxs = torch.randint(0, 3, (len(boxes),), generator=torch.Generator().manual_seed(seed))
+        ref = torchvision.ops.batched_nms(boxes.to(wide), scores.to(wide), idxs, threshold)
+        assert torch.equal(batched_nms(boxes, scores, idxs, threshold), ref), (seed, len(boxes))
