@@ -213,6 +213,18 @@ def test_corrupt_image_raises(wider_root: Path) -> None:
         WiderFace(wider_root, "val")[0]
 
 
+def test_truncated_image_raises_or_is_a_counted_skip(wider_root: Path) -> None:
+    path = wider_root / "WIDER_train/images/1--Handshaking/1_Handshaking_1.jpg"
+    data = path.read_bytes()
+    assert data[:2] == b"\xff\xd8" and data.endswith(b"\xff\xd9")  # the fixture is a whole JPEG
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(OSError, match="truncated .*1_Handshaking_1.jpg"):
+        WiderFace(wider_root)[1]
+    source = WiderFace(wider_root, on_error="skip")
+    assert len(source) == 2 and source.report.dropped["damaged_image"] == 1
+    assert "damaged_image=1" in str(source.report)
+
+
 def test_bad_arguments(wider_root: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="looked for .*wider_face_split.*widerface"):
         find_wider_root(tmp_path / "nowhere")

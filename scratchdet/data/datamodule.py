@@ -184,7 +184,11 @@ class FaceDataModule(pl.LightningDataModule):
         size = self.sizes[split]
         if self.dataset == "synthfaces":
             return SynthFaces(split=split, image_size=self.image_size, num_images=size, root=self.root)
-        source = WiderFace(self.wider_root, split="val" if split == "test" else split)
+        # Malformed records, missing and truncated images are counted skips, reported once here.
+        source = WiderFace(self.wider_root, split="val" if split == "test" else split, on_error="skip")
+        if source.report.skipped_records or source.report.dropped["missing_image"] \
+                or source.report.dropped["damaged_image"]:
+            print(f"WIDER FACE {source.split}: {source.report}")
         return _subset(source, size, self.seed, f"{split}_size")
 
     def build_transform(self, split: str) -> DetectionTransform:

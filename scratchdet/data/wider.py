@@ -36,7 +36,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from scratchdet.data.photos import read_image
+from scratchdet.data.photos import check_complete, read_image
 from scratchdet.boxes import box_convert, clip_boxes
 
 __all__ = [
@@ -257,6 +257,19 @@ def find_wider_root(root: str | os.PathLike) -> Path:
     )
 
 
+def _is_whole(path: Path) -> bool:
+    """Whether an image file has its end (reads its first and last bytes only: cheap for a whole split)."""
+    with path.open("rb") as file:
+        head = file.read(8)
+        file.seek(max(0, path.stat().st_size - 64))
+        tail = file.read()
+    try:
+        check_complete(head + tail, path)
+    except OSError:
+        return False
+    return True
+
+
 class WiderFace:
     """WIDER FACE split as a dataset source: ``source[i] -> (image, boxes)``.
 
@@ -268,8 +281,11 @@ class WiderFace:
         keep_invalid: keep faces the annotators flagged ``invalid``.
         on_error: ``"raise"`` or ``"skip"``. Skip also skips malformed
             annotation records, and drops records whose image file is missing
-            when the source is built (counted as ``"missing_image"``); an image
-            that exists but cannot be decoded still raises when it is read.
+            or truncated (a JPEG or PNG whose end is missing) when the source
+            is built (counted as ``"missing_image"`` and ``"damaged_image"``);
+            an image that cannot be decoded otherwise still raises, naming the
+            file, when it is read. With ``"raise"`` a truncated image raises
+            when it is read.
 
     Attributes:
         records: the :class:`WiderRecord` list (all faces, xywh, with flags).
@@ -307,6 +323,9 @@ class WiderFace:
             exists = [(self.image_dir / r.path).is_file() for r in self.records]
             self.report.dropped["missing_image"] += exists.count(False)
             self.records = [r for r, ok in zip(self.records, exists) if ok]
+            whole = [_is_whole(self.image_dir / r.path) for r in self.records]
+            self.report.dropped["damaged_image"] += whole.count(False)
+            self.records = [r for r, ok in zip(self.records, whole) if ok]
         self._keep = [self._face_mask(r) for r in self.records]
 
     def _face_mask(self, record: WiderRecord) -> np.ndarray:
