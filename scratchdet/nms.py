@@ -77,13 +77,19 @@ def _check_inputs(boxes: Tensor, scores: Tensor, iou_threshold: float) -> None:
         raise ValueError(f"boxes are on {boxes.device} but scores on {scores.device}")
     if not len(boxes):
         return
-    # Happy path: one reduction. Widths and heights must lie in [0, inf): NaN or inf
-    # corners give NaN or inf sizes, and a NaN or inf score turns its row NaN (x * 0).
-    smallest, largest = torch.aminmax((_upcast(boxes[:, 2:]) - boxes[:, :2]).add_(scores[:, None] * 0.0))
-    if not (smallest.item() >= 0 and largest.item() < math.inf):  # find and name the culprit
+    # Happy path: two reductions. Widths and heights must lie in [0, inf) (NaN or inf
+    # corners give NaN or inf sizes), scores in (-inf, inf).
+    smallest, largest = torch.aminmax(_upcast(boxes[:, 2:]) - boxes[:, :2])  # of the (K, 2) sizes
+    lowest, highest = torch.aminmax(scores)
+    if not (smallest.item() >= 0 and largest.item() < math.inf and -math.inf < lowest.item()
+            and highest.item() < math.inf):  # find and name the culprit
         check_boxes(boxes, "xyxy", "boxes", allow_degenerate=True)
-        i = int((~torch.isfinite(scores)).nonzero()[0])
-        raise ValueError(f"scores must be finite, got scores[{i}] = {scores[i].item()}")
+        bad = (~torch.isfinite(scores)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"scores must be finite, got scores[{i}] = {scores[i].item()}")
+        # else a size overflowed (corners near the float limit): nothing is invalid
+
 
 
 @lru_cache(maxsize=64)
@@ -99,16 +105,18 @@ def _threshold_below(iou_threshold: float, dtype: torch.dtype) -> float:
     return t.item()
 
 
-@lru_cache(maxsize=8)
-def _lower_thresholds(threshold: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``Tensor[_BLOCK, _BLOCK]``: ``threshold`` below the diagonal, 2 on and above it.
+@lru_cache(maxsize=32)
+def _lower_thresholds(threshold: float, k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``Tensor[k, k]``: ``threshold`` below the diagonal, 2 on and above it.
 
     ``iou > T`` then keeps only pairs (worse i, better j < i): an IoU is at most
     1 (or NaN), never above 2. One comparison instead of a comparison and a
-    ``tril``, which costs several times more at this size.
+    ``tril``, which costs several times more at this size. Cached: k is at
+    most ``_BLOCK``, and a contiguous ``T`` compares twice as fast as a slice.
     """
-    lower = torch.ones(_BLOCK, _BLOCK, dtype=torch.bool, device=device).tril_(-1)
+    lower = torch.ones(k, k, dtype=torch.bool, device=device).tril_(-1)
     return torch.where(lower, threshold, 2.0).to(dtype)
+
 
 
 def _dense_keep(corners: Tensor, groups: Tensor | None, threshold: float) -> Tensor:
@@ -121,8 +129,9 @@ def _dense_keep(corners: Tensor, groups: Tensor | None, threshold: float) -> Ten
     The fixed point runs on ``suppressed`` (0/1): box i is suppressed when a
     kept box drops it, i.e. when ``drop[i] @ (1 - suppressed) > 0``. That is
     ``counts - drop @ suppressed`` with ``counts = drop.sum(1)``: one
-    ``addmv`` and one ``clamp`` per round. Counts are small integers, exact
-    in float.
+    ``addmv`` and one ``clamp`` per round. Counts are small integers (at most
+    ``_BLOCK`` = 256), exact in float, even with reduced-precision matmuls
+    (TF32, bfloat16); the coordinates never go through a matmul.
     """
     k = corners.shape[1]
     lo, hi = corners[:2], corners[2:]  # (2, K) each
@@ -130,7 +139,7 @@ def _dense_keep(corners: Tensor, groups: Tensor | None, threshold: float) -> Ten
     wh = torch.minimum(hi.unsqueeze(2), hi.unsqueeze(1)).sub_(torch.maximum(lo.unsqueeze(2), lo.unsqueeze(1)))
     inter = wh.clamp_(min=0)[0].mul_(wh[1])  # (K, K) from wh (2, K, K)
     union = torch.add(area.unsqueeze(1), area).sub_(inter)  # (K, K)
-    drop = inter.div_(union).gt_(_lower_thresholds(threshold, corners.dtype, corners.device)[:k, :k])  # 0/1
+    drop = inter.div_(union).gt_(_lower_thresholds(threshold, k, corners.dtype, corners.device))  # (K, K) 0/1
     if groups is not None:
         drop.mul_(groups[:, None] == groups)
     counts = drop.sum(1)  # (K,) better boxes that would drop each box
@@ -203,7 +212,8 @@ def _run(boxes: Tensor, scores: Tensor, groups: Tensor | None, iou_threshold: fl
     groups = None if groups is None else groups.index_select(0, order)
     threshold = _threshold_below(iou_threshold, boxes.dtype)
     if len(order) <= _BLOCK:  # one block (YOLO's sizes): skip the block bookkeeping
-        return order[_dense_keep(boxes.t().index_select(1, order), groups, threshold)]  # corners (4, K)
+        corners = boxes.t().index_select(1, order)  # (4, K) by decreasing score
+        return order.masked_select(_dense_keep(corners, groups, threshold))
     return order[_sorted_nms(boxes.index_select(0, order), groups, threshold)]
 
 
