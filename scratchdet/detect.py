@@ -316,11 +316,12 @@ def _check_args(args: argparse.Namespace, model: YoloDetector) -> None:
         raise ValueError(f"--format must be json or csv, got {args.format!r}")
 
 
-def _image_paths(source: Path, out_dir: Path) -> list[Path]:
+def _image_paths(source: Path, out: str | None) -> list[Path]:
+    """The files to read; refuses ``--out`` = the source folder (a fresh folder never is)."""
     if not source.is_dir():
         return [source]
-    if same_file(source, out_dir):
-        raise ValueError(f"--out {out_dir} is the source folder; annotated copies would overwrite the photos")
+    if out is not None and same_file(source, out):
+        raise ValueError(f"--out {out} is the source folder; annotated copies would overwrite the photos")
     paths = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
     if not paths:
         raise ValueError(f"folder {source} holds no files")
@@ -338,20 +339,22 @@ def run(args: argparse.Namespace) -> None:
     _check_args(args, model)
     if source is None:
         print(f"camera {args.camera}: {run_camera(model, args.camera, args)} frames")
-    elif source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
-        out_dir = _out_dir(args)
-        result = detect_video(model, source, out_dir, args)
-        print(f"{result['frames']} frames -> {result['video']}, detections in {result['output']}")
-    else:
-        if args.out is not None:
-            _image_paths(source, Path(args.out))  # refuse --out = the source folder before creating anything
+        return
+    is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
+    if not is_video:
+        paths = _image_paths(source, args.out)
         if source.is_file():  # one image: read it first, so a bad file leaves every output as it was
             read_image(source)
-        out_dir = _out_dir(args)
-        result = detect_images(model, _image_paths(source, out_dir), out_dir, args)
-        if result["output"] is None and args.out is None and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # the fresh folder of a run that read nothing
-        _report(result, source)
+    out_dir = _out_dir(args)
+    try:
+        if is_video:
+            result = detect_video(model, source, out_dir, args)
+            print(f"{result['frames']} frames -> {result['video']}, detections in {result['output']}")
+        else:
+            _report(detect_images(model, paths, out_dir, args), source)
+    finally:
+        if args.out is None and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # the fresh folder of a run that wrote nothing
 
 
 def _out_dir(args: argparse.Namespace) -> Path:

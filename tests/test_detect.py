@@ -222,13 +222,21 @@ def test_a_failed_single_image_keeps_the_previous_detections(checkpoint, tmp_pat
     assert [p.name for p in out.iterdir()] == ["detections.json"]
 
 
-def test_a_folder_of_unreadable_files_writes_nothing(checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("source, error, match", [
+    ("src", OSError, r"nothing written"),
+    ("bad.mp4", OSError, r"could not read video"),
+    ("empty", ValueError, r"holds no files"),
+])
+def test_a_run_that_reads_nothing_leaves_no_folder(checkpoint, tmp_path, monkeypatch, source, error, match):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "notes.txt").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.mp4").write_bytes(b"not a video" * 100)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(OSError, match=r"nothing written"):
-        run_detect(["src"], checkpoint)
-    assert not (tmp_path / "runs" / "detect" / "run").exists()
+    with pytest.raises(error, match=match):
+        run_detect([source], checkpoint)
+    runs = tmp_path / "runs" / "detect"
+    assert not runs.exists() or list(runs.iterdir()) == []
 
 
 def interrupt_after(monkeypatch, calls):
