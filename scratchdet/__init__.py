@@ -3,11 +3,13 @@
 Symbol legend, used in shape comments throughout the package:
     N  images in a batch            M  boxes (faces) in one image
     S  grid cells per side          B  boxes predicted per cell
+    S_h, S_w  grid rows and columns at an input of H x W (H / stride, W / stride)
     H, W  image height and width in pixels
 Boxes are ``Tensor[M, 4]`` in xyxy pixel coordinates unless a docstring says
 otherwise; image sizes are ``(height, width)``. The network output is
-``Tensor[N, S, S, B*5]``: for each predictor ``(x, y, sqrt_w, sqrt_h, conf)``,
-x and y relative to the cell, w and h relative to the image.
+``Tensor[N, S, S, B*5]`` at the training size (``Tensor[N, S_h, S_w, B*5]`` at
+any other): for each predictor ``(x, y, sqrt_w, sqrt_h, conf)``, x and y
+relative to the cell, w and h relative to the training input size.
 
 The main names are importable from here (lazily, so ``import scratchdet`` is
 cheap): ``from scratchdet import DetectorConfig, YoloDetector, box_iou, batched_nms``.

@@ -4,7 +4,8 @@
 * ``wider``      -- the WIDER FACE reader, source and download helper.
 * ``transforms`` -- Albumentations pipelines that move boxes with the image.
 * ``datamodule`` -- ``DetectionDataset``, ``collate_detections``, ``FaceDataModule``.
-* ``photos``     -- ``read_image`` and the sample photos that ship with matplotlib.
+* ``photos``     -- ``read_image`` (refuses truncated files) and the sample photos that ship with matplotlib.
+* ``cache``      -- ``default_data_root``: where the SynthFaces cache lives.
 
 A source yields ``(image uint8 (H, W, 3) RGB, boxes float32 (M, 4) xyxy
 pixels)``; the torch dataset yields ``(Tensor[3, H, W] in [0, 1], Tensor[M, 4])``.
@@ -25,6 +26,7 @@ _EXPORTS = {
     "transforms": ("DetectionTransform", "eval_transforms", "letterbox_scale", "train_transforms",
                    "unletterbox_boxes"),
     "datamodule": ("DATASETS", "DetectionDataset", "FaceDataModule", "collate_detections"),
-    "photos": ("read_image", "sample_photos"),
+    "photos": ("check_complete", "read_image", "sample_photos"),
+    "cache": ("default_data_root",),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
