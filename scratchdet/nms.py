@@ -77,19 +77,17 @@ def _check_inputs(boxes: Tensor, scores: Tensor, iou_threshold: float) -> None:
         raise ValueError(f"boxes are on {boxes.device} but scores on {scores.device}")
     if not len(boxes):
         return
-    # Happy path: two reductions. Widths and heights must lie in [0, inf) (NaN or inf
-    # corners give NaN or inf sizes), scores in (-inf, inf).
+    # Happy path: two reductions, one sync. Widths and heights must lie in [0, inf) (NaN or
+    # inf corners give NaN or inf sizes), scores in (-inf, inf).
     smallest, largest = torch.aminmax(_upcast(boxes[:, 2:]) - boxes[:, :2])  # of the (K, 2) sizes
-    lowest, highest = torch.aminmax(scores)
-    if not (smallest.item() >= 0 and largest.item() < math.inf and -math.inf < lowest.item()
-            and highest.item() < math.inf):  # find and name the culprit
+    smallest, largest, lowest, highest = torch.stack((smallest, largest, *torch.aminmax(scores.float()))).tolist()
+    if not (smallest >= 0 and largest < math.inf and -math.inf < lowest and highest < math.inf):  # name the culprit
         check_boxes(boxes, "xyxy", "boxes", allow_degenerate=True)
         bad = (~torch.isfinite(scores)).nonzero()
         if len(bad):
             i = int(bad[0])
             raise ValueError(f"scores must be finite, got scores[{i}] = {scores[i].item()}")
         # else a size overflowed (corners near the float limit): nothing is invalid
-
 
 
 @lru_cache(maxsize=64)
@@ -116,7 +114,6 @@ def _lower_thresholds(threshold: float, k: int, dtype: torch.dtype, device: torc
     """
     lower = torch.ones(k, k, dtype=torch.bool, device=device).tril_(-1)
     return torch.where(lower, threshold, 2.0).to(dtype)
-
 
 
 def _dense_keep(corners: Tensor, groups: Tensor | None, threshold: float) -> Tensor:

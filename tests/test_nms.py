@@ -177,7 +177,8 @@ def loop_postprocess(grid, config, score_threshold, iou_threshold, max_detection
     out = []
     for pred in grid:
         boxes, scores = decode_grid(pred[None], config)
-        boxes, scores = clip_boxes(boxes[0], (pred.shape[0] * config.cell_size, pred.shape[1] * config.cell_size)), scores[0]
+        input_size = (pred.shape[0] * config.cell_size, pred.shape[1] * config.cell_size)  # (Sh, Sw) * stride
+        boxes, scores = clip_boxes(boxes[0], input_size), scores[0]
         keep = (scores >= score_threshold) & (box_area(boxes) > 0)
         boxes, scores = boxes[keep], scores[keep]
         kept = torchvision.ops.nms(boxes, scores, iou_threshold)[:max_detections]
