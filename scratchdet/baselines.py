@@ -5,18 +5,21 @@
   have no cascades).
 * :class:`YuFaceDetector`: optional, the ``yuface`` package (libfacedetection's
   YuNet-family CNN, weights built into the wheel, runs offline on the CPU):
-  what a small production detector does. ``pip install yuface``; not a
-  dependency of scratchdet.
+  what a small production detector does. ``pip install yuface`` (part of
+  the ``dev`` extra); not a dependency of scratchdet. Compared with ours on
+  SynthFaces in ``benchmarks/heads.py``.
 
 Both take an ``uint8 (H, W, 3)`` RGB image and return
 ``{"boxes": Tensor[K, 4] float32 xyxy pixels, "scores": Tensor[K] float32}``
 sorted by decreasing score, the format of :func:`scratchdet.nms.postprocess`,
-so :func:`scratchdet.evaluation.evaluate_detector` takes either.
-Compared in ``notebooks/08_evaluation.ipynb``.
+so :func:`scratchdet.evaluation.evaluate_detector` takes either. The Haar
+cascade is compared with ours in ``notebooks/08_evaluation.ipynb``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import warnings
 from pathlib import Path
 
 import cv2
@@ -113,25 +116,61 @@ class YuFaceDetector:
     """The optional ``yuface`` CNN detector (needs ``pip install yuface``).
 
     Args:
-        conf: keep faces with confidence >= this, in [0, 1]. Use a low value
-            (the default 0.3) for AP, which wants the whole score range.
+        conf: keep faces with confidence > this, in [0, 1]. The default 0
+            keeps every face the network reports (the library itself stops
+            at about 0.2), the whole score range AP needs; yuface's own
+            default, for showing faces, is 0.5.
+        threads: OpenMP threads of the yuface library, fixed on every call
+            (1 by default, like the benchmarks' torch threads); ``None``
+            leaves OpenMP's default (``OMP_NUM_THREADS``, else every core).
+            The wheel bundles its own OpenMP runtime, which
+            ``torch.set_num_threads`` does not reach.
 
-    Scores are yuface's confidences divided by 100 (it reports 0-100).
+    Scores are yuface's integer confidences (0-100) divided by 100. Boxes are
+    its ``xywh`` pixel rectangles, converted to xyxy; yuface runs the image at
+    its own size (no resizing: small faces need an upscaled image).
     """
 
-    def __init__(self, conf: float = 0.3) -> None:
-        try:
-            import yuface  # optional: imported only when this detector is built
-        except ImportError as error:
-            raise ImportError("YuFaceDetector needs the optional 'yuface' package: pip install yuface") from error
-        if not isinstance(conf, (int, float)) or not 0 <= conf <= 1:
+    def __init__(self, conf: float = 0.0, threads: int | None = 1) -> None:
+        if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0 <= conf <= 1:
             raise ValueError(f"conf must be a number in [0, 1], got {conf!r}")
-        self._yuface, self.conf = yuface, float(conf)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
+        try:
+            import yuface  # optional dependency: imported only when this detector is built
+        except ImportError as error:
+            raise ImportError("YuFaceDetector needs the optional 'yuface' package: pip install yuface "
+                              "(or pip install -e '.[dev]')") from error
+        self._yuface, self.conf, self.threads = yuface, float(conf), threads
+        self._openmp = _openmp_runtime(yuface) if threads is not None else None
 
     def detect(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         """Faces in an ``uint8 (H, W, 3)`` RGB image -> ``{"boxes", "scores"}`` as :class:`HaarFaceDetector`."""
         bgr = np.ascontiguousarray(_check_image(image)[..., ::-1])
+        if self._openmp is not None:  # per call: OpenMP keeps the setting per calling thread
+            self._openmp.omp_set_num_threads(self.threads)
         confs, xywh, _ = self._yuface.detect(bgr, conf=self.conf)
         return _result(np.asarray(xywh, np.float32), np.asarray(confs, np.float32) / 100.0)
 
     __call__ = detect
+
+    def __repr__(self) -> str:
+        return f"YuFaceDetector(conf={self.conf}, threads={self.threads})"
+
+
+def _openmp_runtime(module) -> ctypes.CDLL | None:
+    """The OpenMP runtime a wheel bundles (``<name>.libs/libgomp-*.so*``, auditwheel's layout), or ``None``.
+
+    Opening the file again returns the copy the module already loaded. ``None``
+    (with a warning) when there is none: a wheel built without OpenMP is
+    single-threaded anyway, other layouts fall back to ``OMP_NUM_THREADS``.
+    """
+    package = Path(module.__file__).resolve().parent
+    found = sorted(package.parent.glob(f"{package.name}.libs/lib*omp*.so*")) + sorted(package.glob("lib*omp*.so*"))
+    for path in found:
+        runtime = ctypes.CDLL(str(path))
+        if hasattr(runtime, "omp_set_num_threads"):
+            return runtime
+    warnings.warn(f"no bundled OpenMP runtime next to {package}: {module.__name__} uses OpenMP's default threads "
+                  "(set OMP_NUM_THREADS before importing it)", RuntimeWarning, stacklevel=3)
+    return None
