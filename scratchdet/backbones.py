@@ -120,7 +120,58 @@ def _num_downsamplings(config: DetectorConfig, stem_stride: int, depth: int, nam
     )
 
 
-class _ResidualBackbone(nn.Module):
+class _Pyramid:
+    """Mixin: features at the last ``num_levels`` resolutions (strides ``stride / 2**k``), for the fpn head.
+
+    A backbone lists its layers in order (:meth:`feature_layers`); the output
+    of the last layer at each resolution is a pyramid level. Which layers
+    those are is found once, by a probe, so ``pyramid`` itself is plain
+    indexing (and exports with dynamic sizes).
+    """
+
+    def feature_layers(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def _taps(self, num_levels: int) -> tuple[list[int], list[int]]:
+        """Indices of the layers that end each of the last ``num_levels`` resolutions, and their channels."""
+        cache = self.__dict__.setdefault("_tap_cache", {})
+        if num_levels not in cache:
+            layers, sizes, channels = self.feature_layers(), [], []
+            was_training = self.training
+            self.eval()
+            with torch.no_grad():
+                x = torch.zeros(1, 3, 2 * self.stride, 2 * self.stride)
+                for layer in layers:
+                    x = layer(x)
+                    sizes.append(x.shape[-1])
+                    channels.append(x.shape[1])
+            self.train(was_training)
+            ends = [i for i in range(len(layers)) if i == len(layers) - 1 or sizes[i + 1] != sizes[i]]
+            if len(ends) < num_levels:
+                raise ValueError(f"{type(self).__name__} has {len(ends)} resolutions; the fpn head asks for "
+                                 f"num_levels={num_levels}")
+            ends = ends[-num_levels:]
+            cache[num_levels] = (ends, [channels[i] for i in ends])
+        return cache[num_levels]
+
+    def pyramid_channels(self, num_levels: int) -> list[int]:
+        """Channels of each pyramid level, finest first."""
+        return self._taps(num_levels)[1]
+
+    def pyramid(self, x: Tensor, num_levels: int) -> list[Tensor]:
+        """``Tensor[N, 3, H, W]`` -> ``num_levels`` features ``Tensor[N, C_k, H / s_k, W / s_k]``, finest first."""
+        ends, _ = self._taps(num_levels)
+        out = []
+        for i, layer in enumerate(self.feature_layers()):
+            x = layer(x)
+            if i in ends:
+                out.append(x)
+            if i == ends[-1]:
+                break
+        return out
+
+
+class _ResidualBackbone(_Pyramid, nn.Module):
     """Stem + ``depth`` residual blocks of constant ``width``; see the module docstring."""
 
     PRESETS = {
@@ -162,6 +213,9 @@ class _ResidualBackbone(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``Tensor[N, 3, H, W] -> Tensor[N, width, H / stride, W / stride]``."""
         return self.blocks(self.stem(x))
+
+    def feature_layers(self) -> list[nn.Module]:
+        return [self.stem, *self.blocks]
 
 
 class ResNetBackbone(_ResidualBackbone):
@@ -210,7 +264,7 @@ def _load_pretrained(model: nn.Module, weights) -> None:
     model.load_state_dict(state_dict)
 
 
-class _MobileNetBackbone(nn.Module):
+class _MobileNetBackbone(_Pyramid, nn.Module):
     """torchvision MobileNet ``features`` (stride 32); see the subclasses."""
 
     ARCHS: dict = {}
@@ -253,6 +307,9 @@ class _MobileNetBackbone(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``Tensor[N, 3, H, W] -> Tensor[N, out_channels, H / 32, W / 32]``."""
         return self.features(x)
+
+    def feature_layers(self) -> list[nn.Module]:
+        return list(self.features)
 
 
 class MobileNetV3Backbone(_MobileNetBackbone):

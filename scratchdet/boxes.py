@@ -38,6 +38,7 @@ __all__ = [
     "box_area",
     "box_iou",
     "box_iou_paired",
+    "generalized_box_iou_paired",
     "clip_boxes",
     "check_boxes",
     "image_hw",
@@ -244,6 +245,25 @@ def box_iou_paired(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     if boxes1.shape[-1:] != (4,) or boxes2.shape[-1:] != (4,):
         raise ValueError(f"boxes must have shape [..., 4], got {list(boxes1.shape)} and {list(boxes2.shape)}")
     return _safe_divide(*_inter_union(boxes1, boxes2))
+
+
+def generalized_box_iou_paired(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """GIoU of corresponding xyxy boxes: ``Tensor[..., 4]`` x ``Tensor[..., 4]`` -> ``Tensor[...]`` in [-1, 1].
+
+    ``IoU - (C - union) / C`` with ``C`` the area of the smallest box that
+    encloses both (Rezatofighi et al. 2019): unlike IoU it still ranks, and
+    still has a gradient for, boxes that do not overlap. As
+    ``torchvision.ops.generalized_box_iou`` but for pairs; the leading
+    dimensions broadcast.
+    """
+    if boxes1.shape[-1:] != (4,) or boxes2.shape[-1:] != (4,):
+        raise ValueError(f"boxes must have shape [..., 4], got {list(boxes1.shape)} and {list(boxes2.shape)}")
+    inter, union = _inter_union(boxes1, boxes2)
+    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
+    enclosing = torch.cat([torch.minimum(boxes1[..., :2], boxes2[..., :2]),
+                           torch.maximum(boxes1[..., 2:], boxes2[..., 2:])], dim=-1)  # (..., 4)
+    hull = box_area(enclosing)
+    return _safe_divide(inter, union) - _safe_divide(hull - union, hull)
 
 
 def clip_boxes(boxes: Tensor, image_size: ImageSize) -> Tensor:

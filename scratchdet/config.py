@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 CONF_TARGETS = ("iou", "one")
+HEADS = ("v1", "fpn")
 PAD_VALUE = 114  # letterbox grey (uint8), shared by the data transforms and YoloDetector.predict
 
 # Post-processing defaults: the one place they are set. Everything that turns
@@ -21,25 +22,38 @@ EVAL_SCORE_THRESHOLD = 0.01  # detections scored by AP (needs the whole PR curve
 NMS_IOU_THRESHOLD = 0.45  # greedy NMS drops boxes with IoU > this with a better one
 MAX_DETECTIONS = 100  # per image, after NMS
 
-__all__ = ["DetectorConfig", "CONF_TARGETS", "PAD_VALUE", "SCORE_THRESHOLD", "EVAL_SCORE_THRESHOLD",
+__all__ = ["DetectorConfig", "CONF_TARGETS", "HEADS", "PAD_VALUE", "SCORE_THRESHOLD", "EVAL_SCORE_THRESHOLD",
            "NMS_IOU_THRESHOLD", "MAX_DETECTIONS"]
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Geometry and loss weights of a YOLO v1 detector.
+    """Geometry and loss weights of a YOLO detector: the v1 grid, or the multi-scale ``fpn`` head.
 
     Attributes:
-        image_size: side of the square network input, in pixels (H = W).
-        num_cells: grid cells per side, S. ``image_size`` must be a multiple
-            of it, so that every cell covers ``cell_size`` whole pixels.
-        boxes_per_cell: predictors per cell, B.
-        lambda_coord: weight of the x, y and sqrt(w), sqrt(h) terms (paper: 5).
+        image_size: side of the square training input, in pixels (H = W).
+        num_cells: grid cells per side, S, at the coarsest stride. ``image_size``
+            must be a multiple of it, so that every cell covers ``cell_size``
+            whole pixels.
+        boxes_per_cell: predictors per cell, B (``v1`` only; ``fpn`` has one per cell).
+        lambda_coord: weight of the box terms (v1: x, y and sqrt(w), sqrt(h),
+            paper: 5; fpn: 1 - GIoU).
         lambda_noobj: weight of the confidence term of predictors that are not
             responsible for a face (paper: 0.5).
         lambda_obj: weight of the confidence term of responsible predictors.
         conf_target: ``"iou"`` (paper: the confidence target is the IoU of the
             predicted box with its face) or ``"one"`` (target 1).
+        head: ``"v1"`` (YOLO v1: one S x S grid, B boxes a cell, one face a
+            cell) or ``"fpn"`` (``num_levels`` grids over a small feature
+            pyramid, strides ``cell_size / 2**k``, several cells a face;
+            :mod:`scratchdet.fpn`, notebook 11).
+        num_levels: pyramid levels of the ``fpn`` head (1 = only the coarsest grid).
+        center_radius: ``fpn``: cells whose centre lies within this many cells
+            of a face's centre (in x and in y) are positives too; 0 keeps only
+            the cell that holds the centre.
+        level_size: ``fpn``: a face of size ``sqrt(w h)`` goes to the finest
+            level whose stride times ``level_size`` exceeds it (the coarsest
+            takes the rest).
     """
 
     image_size: int = 256
@@ -49,9 +63,13 @@ class DetectorConfig:
     lambda_noobj: float = 0.5
     lambda_obj: float = 1.0
     conf_target: str = "iou"
+    head: str = "v1"
+    num_levels: int = 3
+    center_radius: float = 1.0
+    level_size: float = 3.0
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "num_cells", "boxes_per_cell"):
+        for name in ("image_size", "num_cells", "boxes_per_cell", "num_levels"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -66,6 +84,16 @@ class DetectorConfig:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
                     or value < 0:
                 raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        for name, low in (("center_radius", 0.0), ("level_size", 1e-9)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                    or value < low:
+                raise ValueError(f"{name} must be a finite number >= {low:g}, got {value!r}")
+        if self.head == "fpn" and self.cell_size % 2 ** (self.num_levels - 1):
+            raise ValueError(f"num_levels={self.num_levels} needs cell_size={self.cell_size} "
+                             f"(image_size / num_cells) divisible by {2 ** (self.num_levels - 1)}")
         if self.conf_target not in CONF_TARGETS:
             raise ValueError(f"conf_target must be one of {CONF_TARGETS}, got {self.conf_target!r}")
 
@@ -73,6 +101,12 @@ class DetectorConfig:
     def cell_size(self) -> int:
         """Side of one grid cell in input pixels (``image_size // num_cells``)."""
         return self.image_size // self.num_cells
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Strides of the grids, finest first: ``(cell_size,)`` for v1, ``cell_size / 2**k`` for fpn."""
+        levels = 1 if self.head == "v1" else self.num_levels
+        return tuple(self.cell_size // 2 ** (levels - 1 - k) for k in range(levels))
 
     @property
     def channels(self) -> int:

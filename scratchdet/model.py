@@ -1,4 +1,10 @@
-"""YoloDetector: a backbone and a small conv head -> the YOLO v1 prediction grid.
+"""YoloDetector: a backbone and a head -> the YOLO v1 prediction grid, or the fpn head's candidates.
+
+With ``config.head == "fpn"`` the head is :class:`scratchdet.fpn.FPNHead` over
+the backbone's last ``num_levels`` resolutions, and ``forward`` returns decoded
+candidates ``Tensor[N, K, 5]`` (``(x1, y1, x2, y2, score)``, input pixels,
+:func:`scratchdet.fpn.decode_levels`); :meth:`YoloDetector.raw` gives the
+per-level grids the loss needs. Everything below describes the v1 head.
 
 ``forward`` maps images ``Tensor[N, 3, H, W]`` (float RGB in [0, 1], H and W
 multiples of the stride ``config.cell_size``) to ``Tensor[N, S_h, S_w, B*5]``
@@ -30,6 +36,7 @@ from torch import Tensor, nn
 from scratchdet.backbones import get_backbone
 from scratchdet.boxes import box_area
 from scratchdet.config import MAX_DETECTIONS, NMS_IOU_THRESHOLD, SCORE_THRESHOLD, DetectorConfig
+from scratchdet.fpn import FPNHead, decode_levels
 from scratchdet.letterbox import Size, check_input_size, letterbox, unletterbox_boxes
 from scratchdet.nms import postprocess
 
@@ -136,10 +143,14 @@ class YoloDetector(nn.Module):
         self.backbone = get_backbone(backbone, config, preset, **backbone_kwargs)
         assert self.backbone.stride == config.cell_size, "backbones derive their stride from the config"
         in_channels = self.backbone.out_channels
-        head_channels = min(in_channels, 128) if head_channels is None else head_channels
+        default = min(in_channels, 128) if config.head == "v1" else 64
+        head_channels = default if head_channels is None else head_channels
         if not isinstance(head_channels, int) or isinstance(head_channels, bool) or head_channels <= 0:
             raise ValueError(f"head_channels must be a positive int or None, got {head_channels!r}")
-        self.head = YoloHead(in_channels, head_channels, config)
+        if config.head == "v1":
+            self.head = YoloHead(in_channels, head_channels, config)
+        else:
+            self.head = FPNHead(self.backbone.pyramid_channels(config.num_levels), head_channels, config)
         self.hyperparameters = {"config": config.to_dict(), "backbone": backbone, "preset": preset,
                                 "backbone_kwargs": dict(backbone_kwargs), "head_channels": head_channels}
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -157,10 +168,19 @@ class YoloDetector(nn.Module):
         raw, relative to the *training* size ``config.image_size`` (decode
         multiplies by it). Works in train and eval mode.
         """
+        if self.config.head != "v1":
+            return decode_levels(self.raw(images), self.config)  # (N, K, 5)
+        return self.raw(images)
+
+    def raw(self, images: Tensor) -> Tensor | list[Tensor]:
+        """What the loss compares with targets: v1: the grid of :meth:`forward`; fpn: one
+        ``Tensor[N, 5, H / s_l, W / s_l]`` of raw ``(obj, tx, ty, tw, th)`` per level, finest first."""
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # export: the Dims state it
             self._check_images(images)
-        features = self.backbone((images - self.mean) / self.std)  # (N, C, S_h, S_w)
-        raw = self.head(features).permute(0, 2, 3, 1)  # (N, S_h, S_w, B*5)
+        images = (images - self.mean) / self.std
+        if self.config.head != "v1":
+            return self.head(self.backbone.pyramid(images, self.config.num_levels))
+        raw = self.head(self.backbone(images)).permute(0, 2, 3, 1)  # (N, S_h, S_w, B*5)
         return torch.where(self.sigmoid_mask, raw.sigmoid(), raw)
 
     def _check_images(self, images: Tensor) -> None:
@@ -280,7 +300,8 @@ def predict_with(grid_fn: Callable[[Tensor], Tensor], config: DetectorConfig, im
     Runtime session, so all of them share these steps.
 
     Args:
-        grid_fn: ``Tensor[N, 3, H, W]`` float in [0, 1] -> ``Tensor[N, H/stride, W/stride, B*5]``.
+        grid_fn: ``Tensor[N, 3, H, W]`` float in [0, 1] -> the network output
+            (v1: ``Tensor[N, H/stride, W/stride, B*5]``; fpn: ``Tensor[N, K, 5]``).
         config: the model's config (stride ``cell_size``, training size, B).
         images, image_size, score_threshold, iou_threshold, max_detections:
             as in :meth:`YoloDetector.predict`.
@@ -294,8 +315,8 @@ def predict_with(grid_fn: Callable[[Tensor], Tensor], config: DetectorConfig, im
     if not photos:
         return []
     boxed = [letterbox(p, size) for p in photos]  # (3, h, w) each, and (scale_y, scale_x)
-    grid = grid_fn(torch.stack([b[0] for b in boxed]))  # (N, h/stride, w/stride, B*5)
-    detections = postprocess(grid, config, score_threshold, iou_threshold, max_detections)
+    grid = grid_fn(torch.stack([b[0] for b in boxed]))  # v1: (N, h/stride, w/stride, B*5); fpn: (N, K, 5)
+    detections = postprocess(grid, config, score_threshold, iou_threshold, max_detections, input_size=size)
     out = []
     for found, (_, scale), photo in zip(detections, boxed, photos):
         boxes = unletterbox_boxes(found["boxes"], scale, tuple(photo.shape[-2:]))  # (K, 4) photo pixels
