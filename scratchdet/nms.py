@@ -263,8 +263,16 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
 
 
 def _check_postprocess(grid_predictions: Tensor, config: DetectorConfig, score_threshold: float,
-                       iou_threshold: float, max_detections: int) -> None:
-    check_grid(grid_predictions, config, "grid_predictions", batched=True, any_size=True)
+                       iou_threshold: float, max_detections: int, input_size) -> None:
+    if config.head == "v1":
+        check_grid(grid_predictions, config, "grid_predictions", batched=True, any_size=True)
+    else:
+        if not isinstance(grid_predictions, Tensor) or grid_predictions.dim() != 3 \
+                or grid_predictions.shape[-1] != 5:
+            raise ValueError(f"the {config.head} head's output must be Tensor[N, K, 5] (x1, y1, x2, y2, score), "
+                             f"got {list(getattr(grid_predictions, 'shape', []))}")
+        if input_size is None:
+            raise ValueError(f"postprocess needs input_size=(H, W) for the {config.head} head's candidates")
     if not torch.isfinite(grid_predictions).all():
         raise ValueError("grid_predictions contains NaN or inf (check the model's output)")
     _check_threshold(score_threshold, "score_threshold")
@@ -275,8 +283,8 @@ def _check_postprocess(grid_predictions: Tensor, config: DetectorConfig, score_t
 
 @torch.no_grad()
 def postprocess(grid_predictions: Tensor, config: DetectorConfig, score_threshold: float = SCORE_THRESHOLD,
-                iou_threshold: float = NMS_IOU_THRESHOLD,
-                max_detections: int = MAX_DETECTIONS) -> list[dict[str, Tensor]]:
+                iou_threshold: float = NMS_IOU_THRESHOLD, max_detections: int = MAX_DETECTIONS,
+                input_size: tuple[int, int] | None = None) -> list[dict[str, Tensor]]:
     """Network output -> final detections per image, for the whole batch at once.
 
     Steps: decode every predictor (:func:`scratchdet.grid.decode_grid`), clip
@@ -284,25 +292,35 @@ def postprocess(grid_predictions: Tensor, config: DetectorConfig, score_threshol
     scores ``>= score_threshold``, run :func:`batched_nms` with the image index
     as the group, keep the ``max_detections`` best per image.
 
+    The ``fpn`` head (:mod:`scratchdet.fpn`) decodes inside the network: its
+    output is already boxes and scores, and only the decoding step differs.
+
     Args:
-        grid_predictions: ``Tensor[N, Sh, Sw, B*5]``, the activated model
+        grid_predictions: v1: ``Tensor[N, Sh, Sw, B*5]``, the activated model
             output for inputs of ``(Sh, Sw) * config.cell_size`` pixels, any
-            Sh, Sw >= 1 (Sh = Sw = S at the training size).
+            Sh, Sw >= 1 (Sh = Sw = S at the training size). fpn:
+            ``Tensor[N, K, 5]`` candidates ``(x1, y1, x2, y2, score)``.
         config: gives B, the stride and the training input size (box sizes).
         score_threshold: minimum confidence in [0, 1]; use
             :data:`~scratchdet.config.EVAL_SCORE_THRESHOLD` for AP evaluation.
         iou_threshold: NMS threshold in [0, 1].
         max_detections: most detections kept per image.
+        input_size: ``(H, W)`` of the network input; needed for the fpn head
+            (v1 reads it from the grid's shape).
 
     Returns:
         A list of N dicts ``{"boxes": Tensor[K, 4], "scores": Tensor[K]}``:
         xyxy pixels of the network input (clipped to its
         ``(Sh * cell_size, Sw * cell_size)``), sorted by decreasing score.
     """
-    _check_postprocess(grid_predictions, config, score_threshold, iou_threshold, max_detections)
+    _check_postprocess(grid_predictions, config, score_threshold, iou_threshold, max_detections, input_size)
     n_images = len(grid_predictions)
-    boxes, scores = decode_grid(grid_predictions, config)  # (N, Sh*Sw*B, 4), (N, Sh*Sw*B)
-    boxes = clip_boxes(boxes, input_hw(grid_predictions, config))
+    if config.head == "v1":
+        boxes, scores = decode_grid(grid_predictions, config)  # (N, Sh*Sw*B, 4), (N, Sh*Sw*B)
+        input_size = input_hw(grid_predictions, config)
+    else:
+        boxes, scores = grid_predictions[..., :4], grid_predictions[..., 4]  # (N, K, 4), (N, K)
+    boxes = clip_boxes(boxes, input_size)
     image, slot = ((scores >= score_threshold) & (box_area(boxes) > 0)).nonzero(as_tuple=True)
     boxes, scores = boxes[image, slot], scores[image, slot]  # (T, 4), (T,)
     keep = _run(boxes, scores, image, iou_threshold)  # batched_nms, inputs already checked
