@@ -52,7 +52,7 @@ from scratchdet.config import MAX_DETECTIONS, NMS_IOU_THRESHOLD, SCORE_THRESHOLD
 from scratchdet.data.photos import read_image, sample_photos
 from scratchdet.detect import load_detector
 from scratchdet.letterbox import Size
-from scratchdet.model import Images, YoloDetector, predict_with
+from scratchdet.model import Images, YoloDetector, describe_output, predict_with
 
 __all__ = ["ONNX_OPSET", "FORMATS", "MIN_CELLS", "MAX_CELLS", "METADATA_KEY", "export_pt2", "export_onnx",
            "ExportedDetector", "load_exported", "parity", "add_arguments", "run"]
@@ -91,7 +91,7 @@ def _example(config: DetectorConfig) -> tuple[Tensor]:
 def _metadata(model: YoloDetector) -> str:
     return json.dumps({"format_version": 1, "hyperparameters": model.hyperparameters,
                        "input": "images float32 [N, 3, H, W] RGB in [0, 1], H, W multiples of config.cell_size",
-                       "output": "grid float32 [N, H/stride, W/stride, B*5] of (x, y, sqrt_w, sqrt_h, conf)"})
+                       "output": describe_output(model.config)})
 
 
 def _check_out(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -301,8 +301,8 @@ def run(args: argparse.Namespace) -> None:
     else:
         path = export_onnx(model, out, args.opset, overwrite=args.overwrite)
     config = model.config
-    print(f"wrote {path} ({args.format}: images [N, 3, H, W] -> grid [N, H/{config.cell_size}, "
-          f"W/{config.cell_size}, {config.channels}]; trained at {config.image_size} px)")
+    print(f"wrote {path} ({args.format}: images [N, 3, H, W] -> {describe_output(config)}; "
+          f"trained at {config.image_size} px)")
     if not args.no_check:
         _check_parity(model, path)
 

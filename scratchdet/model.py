@@ -40,7 +40,7 @@ from scratchdet.fpn import FPNHead, decode_levels
 from scratchdet.letterbox import Size, check_input_size, letterbox, unletterbox_boxes
 from scratchdet.nms import postprocess
 
-__all__ = ["YoloHead", "YoloDetector", "as_image_list", "predict_with"]
+__all__ = ["YoloHead", "YoloDetector", "as_image_list", "predict_with", "describe_output"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -287,6 +287,15 @@ class YoloDetector(nn.Module):
         if isinstance(map_location, (str, torch.device)):
             model.to(map_location)
         return model.eval()
+
+
+def describe_output(config: DetectorConfig) -> str:
+    """What ``YoloDetector.forward`` returns for this config, in words (for export metadata and messages)."""
+    if config.head == "v1":
+        return (f"grid float32 [N, H/{config.cell_size}, W/{config.cell_size}, {config.channels}] of "
+                f"(x, y, sqrt_w, sqrt_h, conf) per predictor")
+    cells = " + ".join(f"(H/{s})(W/{s})" for s in config.strides)
+    return f"candidates float32 [N, K, 5] of (x1, y1, x2, y2, score) in input pixels, K = {cells}"
 
 
 def predict_with(grid_fn: Callable[[Tensor], Tensor], config: DetectorConfig, images: Images,
