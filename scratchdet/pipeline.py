@@ -32,7 +32,7 @@ from scratchdet.checkpoints import AtomicCheckpointIO, checkpoint_callbacks, rea
 from scratchdet.config import EVAL_SCORE_THRESHOLD, MAX_DETECTIONS, NMS_IOU_THRESHOLD
 from scratchdet.data.synthfaces import SPLIT_SIZES, SynthFaces
 from scratchdet.data.wider import WiderFace, find_wider_root
-from scratchdet.evaluation import evaluate_by_size
+from scratchdet.evaluation import evaluate_by_crowd, evaluate_by_size
 from scratchdet.recipe import check_trainer, override_args, parse_recipe, recipe_dict, recipe_path
 from scratchdet.training import YoloModule
 from scratchdet.wider_eval import write_wider_predictions
@@ -326,12 +326,15 @@ def evaluate_model(model, source, batch_size: int = 32, score_threshold: float =
     Returns:
         :func:`scratchdet.evaluation.evaluate_by_size` of the detections
         (``ap50``, ``ap50_small``, ``ap50_medium``, ``ap50_large``,
-        ``ap50_ge24``, ...) plus ``num_images`` and ``num_faces``.
+        ``ap50_ge24``, ...), :func:`~scratchdet.evaluation.evaluate_by_crowd`
+        (``ap50_single``, ``ap50_few``, ``ap50_group``, ``ap50_crowd`` and
+        their ``num_images_*``), plus ``num_images`` and ``num_faces``.
     """
     paths = _wider_paths(source) if wider_out is not None else None  # fail before the work
     detections, truths = predict_source(model, source, batch_size, score_threshold, iou_threshold, max_detections,
                                         image_size)
     metrics = dict(evaluate_by_size(detections, truths))
+    metrics.update(evaluate_by_crowd(detections, truths))
     metrics.update(num_images=len(truths), num_faces=int(sum(len(t) for t in truths)))
     if wider_out is not None:
         metrics["wider_files"] = write_wider_predictions(

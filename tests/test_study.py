@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from scratchdet import study
+from scratchdet.model import YoloDetector
 from scratchdet.study import runner, weights as study_weights
 from scratchdet.study import (FULL_PLAN, REDUCED_PLAN, StudyPlan, install_offline_weights, load_results, plan_runs,
                               plot_examples, plot_study, pretrained_weights, run_study, save_results, study_tables)
@@ -251,3 +252,16 @@ def test_committed_results_are_complete():
     assert set(study_tables(results)) >= {"backbones", "pretrained", "loss_weights", "small_faces", "crowd"}
     for record in results["runs"].values():
         assert record["test"]["ap50"] is not None
+
+
+def test_the_study_trains_the_fpn_head_too(tmp_path):
+    """The plan's base may choose the new head: a run trains, evaluates and profiles it like v1."""
+    plan = tiny_plan(tmp_path, base={**TINY_BASE, "data_root": str(tmp_path / "data"), "head": "fpn",
+                                     "num_levels": 2}, backbones=("poolresnet",), equal_time={},
+                     improvement={"num_cells": 1}, improvement_label="S=1")
+    results = run_study(plan, tmp_path / "work", parts=("small_faces",))
+    records = list(results["runs"].values())
+    assert len(records) == 2 and all(0.0 <= r["test"]["ap50"] <= 1.0 for r in records)
+    checkpoints = sorted((tmp_path / "work").rglob("checkpoints/best.ckpt"))
+    assert len(checkpoints) == 2
+    assert all(YoloDetector.from_checkpoint(c).config.head == "fpn" for c in checkpoints)

@@ -93,7 +93,7 @@ def test_demo_and_study_read_their_recipes():
 
     demo = yaml.safe_load((CONFIGS_DIR / f"{DEMO_RECIPE}.yaml").read_text())
     study = yaml.safe_load((CONFIGS_DIR / "study.yaml").read_text())
-    assert demo["trainer"]["max_epochs"] == 7
+    assert demo["trainer"]["max_epochs"] == 5 and demo["model"]["config"]["head"] == "fpn"
     assert FULL_PLAN.base["epochs"] == study["trainer"]["max_epochs"]
     assert FULL_PLAN.base["preset"] == study["model"]["preset"]
     assert FULL_PLAN.base["train_size"] == study["data"]["train_size"]
