@@ -31,10 +31,8 @@ builds on this module in :mod:`scratchdet.wider_eval`. Taught in
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
-import warnings
 from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -424,17 +422,3 @@ def evaluate_detector(detector: Callable, source, max_images: int | None = None,
     out.update(evaluate_by_crowd(predictions, ground_truths, method=method))
     out.update(ap50_95=coco["ap50_95"], num_images=len(predictions), seconds_per_image=seconds)
     return out
-
-
-# Deprecated: the WIDER FACE protocol moved to scratchdet.wider_eval, which imports this module;
-# importing it here at the top would be a cycle, so the old names resolve on first use only.
-_MOVED_TO_WIDER_EVAL = ("write_wider_predictions", "read_wider_predictions", "evaluate_wider")
-
-
-def __getattr__(name: str):
-    """``scratchdet.evaluation.evaluate_wider`` etc.: deprecated aliases of :mod:`scratchdet.wider_eval`."""
-    if name not in _MOVED_TO_WIDER_EVAL:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"scratchdet.evaluation.{name} moved: use scratchdet.wider_eval.{name}", DeprecationWarning,
-                  stacklevel=2)
-    return getattr(importlib.import_module("scratchdet.wider_eval"), name)

@@ -175,14 +175,3 @@ def test_vectorised_image_eval_equals_the_loop(seed):
     pred = pred[np.argsort(-pred[:, 4], kind="stable")]
     kept = np.flatnonzero(rng.uniform(size=8) < 0.6)
     np.testing.assert_array_equal(wider_eval._image_pr(pred, gt, kept, 0.5), loop_image_pr(pred, gt, kept))
-
-
-def test_the_old_names_in_evaluation_are_deprecated_aliases():
-    """evaluation does not import the WIDER module (no cycle); its old names still resolve, with a warning."""
-    code = "import sys, scratchdet.evaluation; print('scratchdet.wider_eval' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
-    for name in ("write_wider_predictions", "read_wider_predictions", "evaluate_wider"):
-        with pytest.warns(DeprecationWarning, match=f"use scratchdet.wider_eval.{name}"):
-            assert getattr(evaluation, name) is getattr(wider_eval, name)
-    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        evaluation.nothing
