@@ -22,16 +22,19 @@ The sorted boxes go through in blocks of ``_BLOCK`` (256):
 * inside a block, one pass builds the whole block x block matrix A, and
   each round of the fixed point is one matrix-vector product
   (:func:`_dense_keep`). At YOLO's sizes (100 to 200 boxes after the score
-  threshold: one block) the cost is the number of tensor operations, not
-  arithmetic: about 25, plus three per round;
+  threshold: one block) about 20 tensor operations run, plus three per
+  round; each costs a few microseconds of call overhead, and the ten that
+  touch a whole K x K matrix as much again in arithmetic. The input check
+  reuses the sorted scores and the box sizes, so it adds two reductions;
 * then the block's kept boxes remove everything they suppress further down
   the list at once, so boxes that are already gone never enter a block.
   Memory stays at ``_BLOCK x K`` (10,000 boxes never build a
   10,000 x 10,000 matrix).
 
-IoU is computed with the same float arithmetic as torchvision's kernel, and
-the threshold is compared as torchvision compares it, so keep lists are equal
-index for index. float16 and bfloat16 boxes are upcast to float32 first (as
+The IoU of two overlapping boxes is computed with the same float arithmetic
+as torchvision's kernel (boxes apart in one direction may get a negative IoU
+instead of 0: neither suppresses), and the threshold is compared as
+torchvision compares it, so keep lists are equal index for index. float16 and bfloat16 boxes are upcast to float32 first (as
 :mod:`scratchdet.boxes` does; their areas overflow otherwise), so they keep
 what torchvision keeps for the same boxes in float32.
 
@@ -64,6 +67,7 @@ def _check_threshold(value: float, name: str) -> float:
 
 
 def _check_inputs(boxes: Tensor, scores: Tensor, iou_threshold: float) -> None:
+    """Types, shapes and devices (no tensor operation); :func:`_check_values` checks the values."""
     _check_threshold(iou_threshold, "iou_threshold")
     if not isinstance(scores, Tensor) or not scores.is_floating_point():
         raise TypeError(f"scores must be a floating point torch.Tensor, got "
@@ -75,13 +79,20 @@ def _check_inputs(boxes: Tensor, scores: Tensor, iou_threshold: float) -> None:
                          f"{list(boxes.shape)}, got {list(scores.shape)}")
     if scores.device != boxes.device:
         raise ValueError(f"boxes are on {boxes.device} but scores on {scores.device}")
-    if not len(boxes):
-        return
-    # Happy path: two reductions, one sync. Widths and heights must lie in [0, inf) (NaN or
-    # inf corners give NaN or inf sizes), scores in (-inf, inf).
-    smallest, largest = torch.aminmax(_upcast(boxes[:, 2:]) - boxes[:, :2])  # of the (K, 2) sizes
-    smallest, largest, lowest, highest = torch.stack((smallest, largest, *torch.aminmax(scores.float()))).tolist()
-    if not (smallest >= 0 and largest < math.inf and -math.inf < lowest and highest < math.inf):  # name the culprit
+
+
+def _check_values(boxes: Tensor, scores: Tensor, sizes: Tensor, ordered: Tensor) -> None:
+    """Raise unless every box has finite corners and sizes >= 0 and every score is finite.
+
+    Reuses what the NMS computes anyway, so the happy path costs two small
+    reductions: ``sizes`` ``[2, K]`` (widths, heights: NaN or inf corners give
+    NaN or inf sizes) and ``ordered`` ``[K]``, the sorted scores (a NaN sorts
+    first). Only a failure looks at ``boxes`` and ``scores`` again, to name the culprit.
+    """
+    smallest, largest = torch.aminmax(sizes)
+    lowest, highest = torch.aminmax(ordered)
+    if not (smallest.item() >= 0 and largest.item() < math.inf and -math.inf < lowest.item()
+            and highest.item() < math.inf):
         check_boxes(boxes, "xyxy", "boxes", allow_degenerate=True)
         bad = (~torch.isfinite(scores)).nonzero()
         if len(bad):
@@ -116,11 +127,12 @@ def _lower_thresholds(threshold: float, k: int, dtype: torch.dtype, device: torc
     return torch.where(lower, threshold, 2.0).to(dtype)
 
 
-def _dense_keep(corners: Tensor, groups: Tensor | None, threshold: float) -> Tensor:
+def _dense_keep(corners: Tensor, area: Tensor, groups: Tensor | None, threshold: float) -> Tensor:
     """Greedy keep mask ``BoolTensor[K]`` of K <= ``_BLOCK`` boxes sorted by score, all pairs at once.
 
     ``corners`` is ``Tensor[4, K]``, rows x1, y1, x2, y2 (contiguous rows
-    broadcast several times faster than columns); ``groups`` ``[K]`` or None.
+    broadcast several times faster than columns); ``area`` ``[K]``;
+    ``groups`` ``[K]`` or None.
 
     ``drop[i, j]`` (float 0/1) is 1 when better box j < i would drop box i.
     The fixed point runs on ``suppressed`` (0/1): box i is suppressed when a
@@ -132,9 +144,8 @@ def _dense_keep(corners: Tensor, groups: Tensor | None, threshold: float) -> Ten
     """
     k = corners.shape[1]
     lo, hi = corners[:2], corners[2:]  # (2, K) each
-    area = (hi - lo).prod(0)  # (K,) (x2 - x1) * (y2 - y1), as torchvision
-    wh = torch.minimum(hi.unsqueeze(2), hi.unsqueeze(1)).sub_(torch.maximum(lo.unsqueeze(2), lo.unsqueeze(1)))
-    inter = wh.clamp_(min=0)[0].mul_(wh[1])  # (K, K) from wh (2, K, K)
+    w, h = torch.minimum(hi.unsqueeze(2), hi.unsqueeze(1)).sub_(torch.maximum(lo.unsqueeze(2), lo.unsqueeze(1)))
+    inter = w.clamp_(min=0).mul_(h)  # (K, K); h < 0 gives inter <= 0, an IoU <= 0 that drops nothing
     union = torch.add(area.unsqueeze(1), area).sub_(inter)  # (K, K)
     drop = inter.div_(union).gt_(_lower_thresholds(threshold, k, corners.dtype, corners.device))  # (K, K) 0/1
     if groups is not None:
@@ -177,21 +188,21 @@ def _hits(coords: Tensor, area: Tensor, rows: Tensor, cols: Tensor, groups: Tens
     return p, q
 
 
-def _sorted_nms(boxes: Tensor, groups: Tensor | None, threshold: float) -> Tensor:
+def _sorted_nms(coords: Tensor, area: Tensor, groups: Tensor | None, threshold: float) -> Tensor:
     """Kept sorted positions ``LongTensor[k]`` of boxes already sorted by score.
+
+    ``coords`` is ``Tensor[4, K]`` (rows x1, y1, x2, y2), ``area`` ``[K]``.
 
     Block by block over the boxes still alive: greedy NMS inside the block
     (:func:`_dense_keep`), then the block's kept boxes suppress every later
     box at once, so suppressed boxes never enter a block.
     """
-    area = box_area(boxes)  # (K,) zero for degenerate boxes, as torchvision's product
-    coords = boxes.t().contiguous()  # (4, K)
-    alive = torch.arange(len(boxes), device=boxes.device)  # sorted positions not yet dropped
+    alive = torch.arange(len(area), device=area.device)  # sorted positions not yet dropped
     kept = []
     while len(alive):
         block, alive = alive[:_BLOCK], alive[_BLOCK:]
         block_groups = None if groups is None else groups[block]
-        new = block[_dense_keep(coords.index_select(1, block), block_groups, threshold)]
+        new = block[_dense_keep(coords.index_select(1, block), area[block], block_groups, threshold)]
         kept.append(new)
         if len(alive):
             hit, _ = _hits(coords, area, alive, new, groups, threshold)
@@ -201,17 +212,28 @@ def _sorted_nms(boxes: Tensor, groups: Tensor | None, threshold: float) -> Tenso
     return torch.cat(kept) if kept else alive
 
 
-@torch.no_grad()
-def _run(boxes: Tensor, scores: Tensor, groups: Tensor | None, iou_threshold: float) -> Tensor:
-    """Validated inputs -> kept indices ``LongTensor[k]`` by decreasing score."""
+def _run(boxes: Tensor, scores: Tensor, groups: Tensor | None, iou_threshold: float,
+         check_values: bool = False) -> Tensor:
+    """Inputs of checked types and shapes -> kept indices ``LongTensor[k]`` by decreasing score.
+
+    ``check_values``: also check the values (:func:`_check_values`), from the
+    sizes and sorted scores computed here anyway. Inputs that require grad are
+    detached (the result is indices); cheaper per call than ``torch.no_grad()``.
+    """
+    if boxes.requires_grad or scores.requires_grad:
+        boxes, scores = boxes.detach(), scores.detach()
     boxes = _upcast(boxes)  # exact; float16 areas overflow at 256 x 256 px
-    order = torch.argsort(scores, descending=True, stable=True)  # (K,)
+    ordered, order = torch.sort(scores, descending=True, stable=True)  # (K,) each
+    corners = boxes.t().index_select(1, order)  # (4, K) by decreasing score
+    sizes = corners[2:] - corners[:2]  # (2, K) widths, heights
+    if check_values and len(order):
+        _check_values(boxes, scores, sizes, ordered)
+    area = sizes.prod(0)  # (K,) (x2 - x1) * (y2 - y1), as torchvision
     groups = None if groups is None else groups.index_select(0, order)
     threshold = _threshold_below(iou_threshold, boxes.dtype)
     if len(order) <= _BLOCK:  # one block (YOLO's sizes): skip the block bookkeeping
-        corners = boxes.t().index_select(1, order)  # (4, K) by decreasing score
-        return order.masked_select(_dense_keep(corners, groups, threshold))
-    return order[_sorted_nms(boxes.index_select(0, order), groups, threshold)]
+        return order.masked_select(_dense_keep(corners, area, groups, threshold))
+    return order[_sorted_nms(corners, area, groups, threshold)]
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -234,7 +256,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
             scores, or a threshold outside [0, 1].
     """
     _check_inputs(boxes, scores, iou_threshold)
-    return _run(boxes, scores, None, iou_threshold)
+    return _run(boxes, scores, None, iou_threshold, check_values=True)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -259,7 +281,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         raise TypeError(f"idxs must be an integer torch.Tensor, got {getattr(idxs, 'dtype', type(idxs).__name__)}")
     if idxs.shape != scores.shape:
         raise ValueError(f"idxs must have shape [K] = [{len(boxes)}], got {list(idxs.shape)}")
-    return _run(boxes, scores, idxs.to(boxes.device), iou_threshold)
+    return _run(boxes, scores, idxs.to(boxes.device), iou_threshold, check_values=True)
 
 
 def _check_postprocess(grid_predictions: Tensor, config: DetectorConfig, score_threshold: float,

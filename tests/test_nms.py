@@ -105,6 +105,26 @@ def test_long_suppression_chain():
     assert torch.equal(keep[:30], loop_nms(boxes[:60], scores[:60], 0.5)[:30])
 
 
+def test_boxes_apart_in_one_direction_never_suppress():
+    # Overlapping in x, apart in y (and the reverse): a negative height must not give a positive
+    # intersection, even at threshold 0 where any IoU > 0 suppresses.
+    boxes = torch.tensor([[0.0, 0, 10, 10], [2, 20, 12, 30], [20, 2, 30, 12], [25, 5, 35, 15]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    for t in (0.0, 0.1, 0.5):
+        keep = nms(boxes, scores, t)
+        assert torch.equal(keep, torchvision.ops.nms(boxes, scores, t))
+    assert nms(boxes, scores, 0.0).tolist() == [0, 1, 2]
+
+
+def test_inputs_that_require_grad():
+    boxes, scores = clustered_boxes(50, seed=4)
+    boxes.requires_grad_(True)
+    scores.requires_grad_(True)
+    keep = nms(boxes, scores, 0.45)
+    assert not keep.requires_grad
+    assert torch.equal(keep, torchvision.ops.nms(boxes.detach(), scores.detach(), 0.45))
+
+
 def test_zero_area_boxes_and_float64():
     boxes, scores = random_boxes(200, seed=3)
     boxes[::7, 2] = boxes[::7, 0]  # zero width
