@@ -86,13 +86,12 @@ def _check_values(boxes: Tensor, scores: Tensor, sizes: Tensor, ordered: Tensor)
 
     Reuses what the NMS computes anyway, so the happy path costs two small
     reductions: ``sizes`` ``[2, K]`` (widths, heights: NaN or inf corners give
-    NaN or inf sizes) and ``ordered`` ``[K]``, the sorted scores (a NaN sorts
-    first). Only a failure looks at ``boxes`` and ``scores`` again, to name the culprit.
+    NaN or inf sizes) and ``ordered`` ``[K]``, the sorted scores; one host
+    sync. Only a failure looks at ``boxes`` and ``scores`` again, to name the culprit.
     """
-    smallest, largest = torch.aminmax(sizes)
-    lowest, highest = torch.aminmax(ordered)
-    if not (smallest.item() >= 0 and largest.item() < math.inf and -math.inf < lowest.item()
-            and highest.item() < math.inf):
+    bounds = torch.stack((*torch.aminmax(sizes), *torch.aminmax(ordered)))  # (4,) in float32 or wider
+    smallest, largest, lowest, highest = bounds.tolist()  # one host sync
+    if not (smallest >= 0 and largest < math.inf and -math.inf < lowest and highest < math.inf):
         check_boxes(boxes, "xyxy", "boxes", allow_degenerate=True)
         bad = (~torch.isfinite(scores)).nonzero()
         if len(bad):
