@@ -285,6 +285,8 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
 
 def _check_postprocess(grid_predictions: Tensor, config: DetectorConfig, score_threshold: float,
                        iou_threshold: float, max_detections: int, input_size) -> None:
+    if not isinstance(config, DetectorConfig):
+        raise TypeError(f"config must be a DetectorConfig, got {type(config).__name__}")
     if config.head == "v1":
         check_grid(grid_predictions, config, "grid_predictions", batched=True, any_size=True)
     else:
