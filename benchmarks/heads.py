@@ -39,6 +39,7 @@ import os
 import statistics
 import time
 from functools import partial
+from importlib import metadata
 from pathlib import Path
 
 import cv2
@@ -129,7 +130,7 @@ def build_detectors(models: dict[str, Path], threads: int) -> tuple[dict, dict, 
     for name, upscale in YUNET_UPSCALES.items():
         for_ap[name] = ResizedYuNet(ap_yunet, upscale)
         for_latency[name] = ResizedYuNet(user_yunet, upscale)
-        info[name] = {"kind": "yuface (YuNet)", "upscale": upscale, "ap_input_size": upscale * DATA_SIZE,
+        info[name] = {"kind": f"yuface {metadata.version('yuface')} (YuNet)", "upscale": upscale, "ap_input_size": upscale * DATA_SIZE,
                       "ap_detector": repr(ap_yunet), "latency_detector": repr(user_yunet)}
     return for_ap, for_latency, info, skipped
 
