@@ -79,7 +79,7 @@ def run_one(name: str, keys: dict, args, work_dir: Path, test, boxes) -> dict:
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__, "tiny runs (2 epochs of 32 images, 16 test images): checks the pipeline")
+    parser = benchmark_parser(__doc__, "tiny runs (1 epoch of 32 images, 16 test images): checks the pipeline")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of every run (the committed results: 2)")
     parser.add_argument("--train-size", type=int, default=4000)
     parser.add_argument("--val-size", type=int, default=200)
