@@ -180,7 +180,7 @@ def test_train_help_describes_every_key(capsys):
     assert stop.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for key, words in [("--model.config.lambda_obj", "confidence term"), ("--model.lr", "peak learning rate"),
-                       ("--data.train_size", "number of images"), ("--output_dir", "run folder"),
+                       ("--data.train_size", "number of training images"), ("--output_dir", "run folder"),
                        ("--resume", "last.ckpt"), ("--trainer.max_time", None), ("--model.preset", "small,medium,large")]:
         assert key in text, key
         if words:

@@ -136,8 +136,10 @@ class FaceDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes (0: load in the main process).
         augment: random augmentation for training (:func:`train_transforms`);
             ``False`` letterboxes only, e.g. to overfit one batch.
-        train_size, val_size, test_size: number of images per split (``None``:
-            the split's default size; for WIDER FACE a seeded random subset).
+        train_size: number of training images (``None``: the split's default
+            size; for WIDER FACE a seeded random subset).
+        val_size: number of validation images (as ``train_size``).
+        test_size: number of test images (as ``train_size``).
         seed: seed of the shuffling order and of the augmentations.
         wider_root: the WIDER FACE folder (see :func:`~scratchdet.data.wider.find_wider_root`).
 
