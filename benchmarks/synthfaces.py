@@ -20,7 +20,6 @@ import tempfile
 import time
 
 import cv2
-import torch
 
 from _timing import benchmark_parser, emit, environment, median_seconds, parse_args
 from scratchdet.data.synthfaces import GENERATOR_VERSION, SCENE_TYPES, SynthFaces, generate_sample

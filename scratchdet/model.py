@@ -30,7 +30,6 @@ from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratchdet.backbones import get_backbone

@@ -1,14 +1,12 @@
 """WIDER FACE protocol on a fixture in the official .mat layout, written here with scipy."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from scipy.io import savemat
 
-from scratchdet import evaluation, wider_eval
+from scratchdet import wider_eval
 from scratchdet.wider_eval import evaluate_wider, read_wider_predictions, write_wider_predictions
 
 
