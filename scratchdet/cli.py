@@ -3,6 +3,7 @@
     scratchdet train --config configs/demo.yaml --trainer.max_epochs 3 --output_dir runs/mine
     scratchdet train --output_dir runs/mine --resume --trainer.max_epochs 10
     scratchdet evaluate runs/mine/checkpoints/best.ckpt --split test --image-size 320 --out metrics.json
+    scratchdet evaluate runs/mine/model.pt --dataset coco --annotations faces.json --images photos/
     scratchdet detect photos/ --checkpoint runs/demo/model.pt
     scratchdet export runs/demo/model.pt --format onnx --out model.onnx
     scratchdet demo
@@ -25,6 +26,7 @@ from pathlib import Path
 from scratchdet import detect, export
 from scratchdet._io import atomic_write_text, same_file
 from scratchdet.config import EVAL_SCORE_THRESHOLD, NMS_IOU_THRESHOLD
+from scratchdet.data.labelled import LABELLED_FORMATS
 from scratchdet.demo import run_demo
 from scratchdet.detect import parse_image_size
 from scratchdet.model import YoloDetector
@@ -50,12 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
     evaluate.add_argument("checkpoint", help="a .ckpt from training or a YoloDetector.save file")
-    evaluate.add_argument("--dataset", default="synthfaces", choices=("synthfaces", "wider"))
+    evaluate.add_argument("--dataset", default="synthfaces", choices=("synthfaces", "wider", *LABELLED_FORMATS))
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--data-root", default=None,
                           help="SynthFaces cache folder (default: $SCRATCHDET_DATA, the checkout's data/, "
                                "or ~/.cache/scratchdet)")
     evaluate.add_argument("--wider-root", default=None, help="WIDER FACE folder (dataset wider)")
+    evaluate.add_argument("--annotations", default=None,
+                          help="your own data's annotations (coco: a JSON file, voc: an XML folder, imglab: an XML "
+                               "file; yolo: unused)")
+    evaluate.add_argument("--images", default=None,
+                          help="your own data's image folder (yolo: the dataset folder; default: --data-root)")
+    evaluate.add_argument("--category", default=None,
+                          help="your own data's face category or class (default: the only one)")
     evaluate.add_argument("--num-images", type=int, default=None, help="first N images of the split (at most all)")
     evaluate.add_argument("--image-size", type=parse_image_size, default=None, metavar="N|HxW",
                           help="network input size, multiples of the model's stride (default: its training size)")
@@ -107,7 +116,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise UserError(f"--out {args.out!r} is the checkpoint being evaluated; choose another file")
     model = YoloDetector.from_checkpoint(args.checkpoint, map_location=args.device).to(args.device)
     source = open_split(args.dataset, args.split, model.config.image_size, args.data_root, args.wider_root,
-                        args.num_images)
+                        args.num_images, annotations=args.annotations, images=args.images, category=args.category)
     metrics = evaluate_model(model, source, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
                              wider_out=args.wider_out, image_size=args.image_size)
     text = json.dumps(jsonable_metrics(metrics), indent=2)

@@ -30,6 +30,7 @@ from pytorch_lightning.loggers import CSVLogger
 from scratchdet._io import atomic_write_text
 from scratchdet.checkpoints import AtomicCheckpointIO, checkpoint_callbacks, read_recipe, recipe_conflicts
 from scratchdet.config import EVAL_SCORE_THRESHOLD, MAX_DETECTIONS, NMS_IOU_THRESHOLD
+from scratchdet.data.labelled import LABELLED_FORMATS, open_labelled
 from scratchdet.data.synthfaces import SPLIT_SIZES, SynthFaces
 from scratchdet.data.wider import WiderFace, find_wider_root
 from scratchdet.evaluation import evaluate_by_crowd, evaluate_by_size
@@ -252,10 +253,16 @@ def run_training(config: str | os.PathLike | None = None, overrides: Mapping[str
 
 
 def open_split(dataset: str, split: str, image_size: int, data_root: str | os.PathLike | None = None,
-               wider_root: str | os.PathLike | None = None, num_images: int | None = None):
-    """A dataset source for evaluation: SynthFaces at ``image_size``, or WIDER FACE.
+               wider_root: str | os.PathLike | None = None, num_images: int | None = None, *,
+               annotations: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
+               category: str | int | None = None):
+    """A dataset source for evaluation: SynthFaces at ``image_size``, WIDER FACE, or your own data.
 
     WIDER FACE has no public test boxes, so its ``"test"`` is the val split.
+    Your own data (``dataset`` ``"coco"``, ``"yolo"``, ``"voc"`` or
+    ``"imglab"``): ``annotations``, ``images`` and ``category`` go to
+    :func:`scratchdet.data.labelled.open_labelled` (malformed entries raise,
+    naming the file and the entry); ``images`` defaults to ``data_root``.
     ``num_images`` keeps the first images only; more than the split holds is
     an error (SynthFaces could draw more, but then it would not be that split).
     ``data_root=None``: :func:`scratchdet.data.cache.default_data_root`.
@@ -276,7 +283,12 @@ def open_split(dataset: str, split: str, image_size: int, data_root: str | os.Pa
             raise ValueError(f"num_images={num_images} is more than the {len(source)} images of the "
                              f"WIDER FACE {source.split if hasattr(source, 'split') else split} split")
         return source if num_images is None else torch.utils.data.Subset(source, range(num_images))
-    raise ValueError(f"dataset must be 'synthfaces' or 'wider', got {dataset!r}")
+    if dataset in LABELLED_FORMATS:
+        source = open_labelled(dataset, annotations, images if images is not None else data_root, split, category)
+        if num_images is not None and num_images > len(source):
+            raise ValueError(f"num_images={num_images} is more than the {len(source)} images of {source.report.file}")
+        return source if num_images is None else torch.utils.data.Subset(source, range(num_images))
+    raise ValueError(f"dataset must be one of {('synthfaces', 'wider', *LABELLED_FORMATS)}, got {dataset!r}")
 
 
 @torch.no_grad()

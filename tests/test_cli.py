@@ -49,7 +49,7 @@ def test_evaluate_writes_metrics_json(trained, capsys):
 
 @pytest.mark.parametrize("args,match", [
     (["train", "--model.backbone", "nope"], "unknown backbone 'nope'"),
-    (["train", "--data.dataset", "coco"], "dataset must be one of"),
+    (["train", "--data.dataset", "imagenet"], "dataset must be one of"),
     (["train", "--data.dataset", "wider", "--data.wider_root", "/nonexistent/wider"], "/nonexistent/wider"),
     (["train", "--model.config.image_size", "100", "--model.config.num_cells", "8"], "not divisible"),
     (["train", "--trainer.max_epochs", "many"], "trainer.max_epochs"),

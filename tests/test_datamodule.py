@@ -150,7 +150,7 @@ def test_seed_worker_gives_each_worker_its_own_stream(monkeypatch: pytest.Monkey
 
 def test_datamodule_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="dataset must be one of"):
-        FaceDataModule("coco")
+        FaceDataModule("imagenet")  # coco is a format now (tests/test_formats.py)
     with pytest.raises(FileNotFoundError, match="no WIDER FACE annotations found"):
         FaceDataModule("wider", root=tmp_path)
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):

@@ -4,6 +4,9 @@
 * ``wider``      -- the WIDER FACE reader, source and download helper.
 * ``transforms`` -- Albumentations pipelines that move boxes with the image.
 * ``datamodule`` -- ``DetectionDataset``, ``collate_detections``, ``FaceDataModule``.
+* ``formats``    -- what the own-data readers share: ``FormatError``, ``FormatReport``, ``LabelledImages``.
+* ``coco``, ``yolo_txt``, ``voc`` -- your own data: ``CocoFaces``, ``YoloTxtFaces``, ``VocFaces``, ``ImglabFaces``.
+* ``labelled``   -- ``open_labelled``: one of those by name, with the data module's conventions.
 * ``photos``     -- ``read_image`` (refuses truncated files) and the sample photos that ship with matplotlib.
 * ``cache``      -- ``default_data_root``: where the SynthFaces cache lives.
 
@@ -25,6 +28,11 @@ _EXPORTS = {
               "find_wider_root", "parse_wider_annotations", "parse_wider_filelist"),
     "transforms": ("DetectionTransform", "eval_transforms", "letterbox_scale", "train_transforms",
                    "unletterbox_boxes"),
+    "formats": ("FormatError", "FormatReport", "LabelledImage", "LabelledImages"),
+    "coco": ("CocoFaces",),
+    "yolo_txt": ("YoloTxtFaces", "yolo_folders"),
+    "voc": ("ImglabFaces", "VocFaces"),
+    "labelled": ("LABELLED_FORMATS", "open_labelled"),
     "datamodule": ("DATASETS", "DetectionDataset", "FaceDataModule", "collate_detections"),
     "photos": ("check_complete", "read_image", "sample_photos"),
     "cache": ("default_data_root",),

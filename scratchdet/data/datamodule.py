@@ -21,13 +21,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
 
 from scratchdet.data.cache import resolve_data_root
+from scratchdet.data.labelled import LABELLED_FORMATS, open_labelled
 from scratchdet.data.synthfaces import SynthFaces
 from scratchdet.data.transforms import DetectionTransform, eval_transforms, train_transforms
 from scratchdet.data.wider import WiderFace, find_wider_root
 
 __all__ = ["DATASETS", "DetectionDataset", "collate_detections", "FaceDataModule"]
 
-DATASETS = ("synthfaces", "wider")
+DATASETS = ("synthfaces", "wider", *LABELLED_FORMATS)
 
 
 class DetectionDataset(Dataset):
@@ -124,10 +125,12 @@ def _positive_int(value: object, name: str, minimum: int = 1) -> int:
 
 
 class FaceDataModule(pl.LightningDataModule):
-    """Train, val and test loaders for SynthFaces or WIDER FACE.
+    """Train, val and test loaders for SynthFaces, WIDER FACE or your own labelled images.
 
     Args:
-        dataset: ``"synthfaces"`` (generated, no download) or ``"wider"``.
+        dataset: ``"synthfaces"`` (generated, no download), ``"wider"``, or your
+            own data: ``"coco"``, ``"yolo"``, ``"voc"`` or ``"imglab"`` (see
+            :func:`~scratchdet.data.labelled.open_labelled`).
         root: data folder: the SynthFaces cache, and where WIDER FACE is looked
             for when ``wider_root`` is ``None`` (``root`` or ``root/widerface``);
             ``None``: :func:`scratchdet.data.cache.default_data_root`.
@@ -142,10 +145,20 @@ class FaceDataModule(pl.LightningDataModule):
         test_size: number of test images (as ``train_size``).
         seed: seed of the shuffling order and of the augmentations.
         wider_root: the WIDER FACE folder (see :func:`~scratchdet.data.wider.find_wider_root`).
+        annotations: your own data's training annotations (COCO JSON file, VOC
+            XML folder, imglab XML file; unused for YOLO), image names relative
+            to ``root``; ``None``: ``root/annotations.json`` (COCO), ``root``
+            (VOC), ``root/training.xml`` (imglab).
+        val_annotations: your own data's val and test annotations, as
+            ``annotations``; ``None``: the training ones (a check, not a
+            measurement). YOLO uses ``root/images/{train,val}`` instead.
+        category: your own data's face category (COCO name or id, YOLO class
+            id, VOC class name); ``None``: the only one in the annotations.
 
     Batches are ``(images Tensor[N, 3, H, W] in [0, 1], list of N
     Tensor[M_i, 4] xyxy pixels)`` with ``H = W = image_size``. WIDER FACE's
-    test split has no public boxes, so ``"test"`` uses its val split. To train
+    test split has no public boxes, so ``"test"`` uses its val split; so does
+    your own data. To train
     on another source, subclass and override :meth:`build_source`.
     """
 
@@ -162,10 +175,18 @@ class FaceDataModule(pl.LightningDataModule):
         seed: int = 0,
         wider_root: str | os.PathLike | None = None,
         test_size: int | None = None,
+        annotations: str | None = None,
+        val_annotations: str | None = None,
+        category: str | None = None,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        self.images = None if root is None else str(root)  # own data: image names are relative to it
+        self.annotations = {"train": annotations, "val": val_annotations or annotations}
+        self.category = category
+        if dataset in LABELLED_FORMATS and root is None and annotations is None:
+            raise ValueError(f"dataset {dataset!r} needs root (its images) or annotations")
         self.dataset, self.root, self.augment, self.seed = dataset, resolve_data_root(root), bool(augment), seed
         self.image_size = _positive_int(image_size, "image_size")
         self.batch_size = _positive_int(batch_size, "batch_size")
@@ -186,6 +207,11 @@ class FaceDataModule(pl.LightningDataModule):
         size = self.sizes[split]
         if self.dataset == "synthfaces":
             return SynthFaces(split=split, image_size=self.image_size, num_images=size, root=self.root)
+        if self.dataset in LABELLED_FORMATS:
+            source = open_labelled(self.dataset, self.annotations["train" if split == "train" else "val"],
+                                   self.images, split, self.category, on_error="skip")
+            print(f"{self.dataset} {split}: {source.report}")
+            return _subset(source, size, self.seed, f"{split}_size")
         # Malformed records, missing and truncated images are counted skips, reported once here.
         source = WiderFace(self.wider_root, split="val" if split == "test" else split, on_error="skip")
         if source.report.skipped_records or source.report.dropped["missing_image"] \
