@@ -39,6 +39,7 @@ __all__ = [
     "box_iou",
     "box_iou_paired",
     "generalized_box_iou_paired",
+    "upcast",
     "clip_boxes",
     "check_boxes",
     "image_hw",
@@ -175,7 +176,7 @@ def denormalize_boxes(boxes: Tensor, image_size: ImageSize) -> Tensor:
     return boxes * _scale(image_size, boxes)
 
 
-def _upcast(boxes: Tensor) -> Tensor:
+def upcast(boxes: Tensor) -> Tensor:
     """float16 / bfloat16 -> float32 (exact); any other dtype unchanged.
 
     For products of coordinates (areas, IoUs), as torchvision's ``_upcast``.
@@ -189,14 +190,14 @@ def box_area(boxes: Tensor) -> Tensor:
     Degenerate boxes (x2 < x1 or y2 < y1) have area 0, never a negative one.
     float16 and bfloat16 boxes give float32 areas (see the module docstring).
     """
-    boxes = _upcast(boxes)
+    boxes = upcast(boxes)
     wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0)
     return wh[..., 0] * wh[..., 1]
 
 
 def _inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     """Intersection and union of xyxy boxes ``[..., 4]`` that broadcast together (float32 or wider)."""
-    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
+    boxes1, boxes2 = upcast(boxes1), upcast(boxes2)
     top_left = torch.maximum(boxes1[..., :2], boxes2[..., :2])
     bottom_right = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
     wh = (bottom_right - top_left).clamp(min=0)
@@ -259,7 +260,7 @@ def generalized_box_iou_paired(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     if boxes1.shape[-1:] != (4,) or boxes2.shape[-1:] != (4,):
         raise ValueError(f"boxes must have shape [..., 4], got {list(boxes1.shape)} and {list(boxes2.shape)}")
     inter, union = _inter_union(boxes1, boxes2)
-    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
+    boxes1, boxes2 = upcast(boxes1), upcast(boxes2)
     enclosing = torch.cat([torch.minimum(boxes1[..., :2], boxes2[..., :2]),
                            torch.maximum(boxes1[..., 2:], boxes2[..., 2:])], dim=-1)  # (..., 4)
     hull = box_area(enclosing)

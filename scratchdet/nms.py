@@ -51,7 +51,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from scratchdet.boxes import _upcast, box_area, check_boxes, clip_boxes
+from scratchdet.boxes import box_area, check_boxes, clip_boxes, upcast
 from scratchdet.config import MAX_DETECTIONS, NMS_IOU_THRESHOLD, SCORE_THRESHOLD, DetectorConfig
 from scratchdet.grid import check_grid, decode_grid, input_hw
 
@@ -221,7 +221,7 @@ def _run(boxes: Tensor, scores: Tensor, groups: Tensor | None, iou_threshold: fl
     """
     if boxes.requires_grad or scores.requires_grad:
         boxes, scores = boxes.detach(), scores.detach()
-    boxes = _upcast(boxes)  # exact; float16 areas overflow at 256 x 256 px
+    boxes = upcast(boxes)  # exact; float16 areas overflow at 256 x 256 px
     ordered, order = torch.sort(scores, descending=True, stable=True)  # (K,) each
     corners = boxes.t().index_select(1, order)  # (4, K) by decreasing score
     sizes = corners[2:] - corners[:2]  # (2, K) widths, heights
