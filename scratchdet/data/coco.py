@@ -43,7 +43,7 @@ def _parse_box(item, where: str) -> list[float]:
             raise FormatError(f"{where}: no {key!r}")
     bbox = item["bbox"]
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-        raise FormatError(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
+        raise FormatError(f"{where}: bbox must be 4 numbers, got {bbox!r}")
     if bbox[2] < 0 or bbox[3] < 0:
         raise FormatError(f"{where}: bbox has a negative width or height: {bbox!r}")
     return [float(v) for v in bbox]

@@ -129,6 +129,11 @@ class LabelledImages:
         report: the parse's :class:`FormatReport`; this adds image and box counts.
         on_error: ``"raise"`` or ``"skip"`` (see the module docstring).
 
+    Attributes:
+        records: the kept records (``records[i].boxes`` as parsed).
+        boxes: per kept record, ``float32 (M, 4)`` xyxy pixels, clipped to the image.
+        report: the :class:`FormatReport`.
+
     ``source[i]`` is ``(image uint8 (H, W, 3) RGB, boxes float32 (M, 4) xyxy
     pixels)``, boxes clipped to the image (when the source is built).
     """

@@ -78,7 +78,8 @@ class YoloTxtFaces(LabelledImages):
 
     ``source[i]`` is ``(image uint8 (H, W, 3) RGB, boxes float32 (M, 4) xyxy
     pixels)``: the normalised cxcywh labels clipped to ``[0, 1]``, converted by
-    :func:`scratchdet.boxes.box_convert` and scaled by the image size.
+    :func:`scratchdet.boxes.box_convert` and scaled by the image size (each
+    image is decoded once when the source is built, for its size).
     """
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, class_ids: int | list | None = None,
