@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from scratchdet.boxes import clip_boxes
-from scratchdet.data.photos import read_image
-from scratchdet.data.wider import MAX_MESSAGES, ParseReport, _check_on_error, _is_whole
+from scratchdet.data.photos import check_complete, read_image
+from scratchdet.data.wider import MAX_MESSAGES, ParseReport
 
 __all__ = ["FormatError", "FormatReport", "LabelledImage", "LabelledImages", "choose_classes", "as_path"]
 
@@ -106,6 +106,23 @@ def choose_classes(found: Sequence, wanted, file: str, kind: str = "category") -
     return wanted
 
 
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
+def _check_whole(path: Path, where: str) -> None:
+    """Raise ``OSError`` naming ``where`` if a JPEG or PNG has lost its end (reads its first and last bytes)."""
+    with path.open("rb") as file:
+        head = file.read(8)
+        file.seek(max(0, path.stat().st_size - 64))
+        tail = file.read()
+    try:
+        check_complete(head + tail, path)
+    except OSError as error:
+        raise OSError(f"{where}: {error}") from None
+
+
 def _check_image(record: LabelledImage) -> tuple[int, int]:
     """The image's ``(height, width)``; raises naming the entry if it is missing or truncated."""
     if not record.path.is_file():
@@ -115,8 +132,7 @@ def _check_image(record: LabelledImage) -> tuple[int, int]:
             return read_image(record.path).shape[:2]  # no size in the annotation: decode it once
         except OSError as error:
             raise OSError(f"{record.where}: {error}") from None
-    if not _is_whole(record.path):
-        raise OSError(f"{record.where}: truncated or damaged image {record.path}")
+    _check_whole(record.path, record.where)
     return record.image_hw
 
 
