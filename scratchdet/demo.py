@@ -24,6 +24,7 @@ import cv2
 import matplotlib.pyplot as plt
 
 from scratchdet._io import atomic_write_text, fresh_dir
+from scratchdet.config import SCORE_THRESHOLD
 from scratchdet.data.photos import read_image, sample_photos
 from scratchdet.data.synthfaces import SynthFaces
 from scratchdet.model import YoloDetector
@@ -79,7 +80,7 @@ def _annotate(model, out_dir: Path, test, num_test: int = 8) -> list[Path]:
     written = []
     named = [(p.stem, read_image(p), None) for p in sample_photos()]
     named += [(f"synthfaces_test_{i:03d}", *test[i]) for i in range(min(num_test, len(test)))]
-    detections = model.predict([image for _, image, _ in named], score_threshold=0.3)
+    detections = model.predict([image for _, image, _ in named], score_threshold=SCORE_THRESHOLD)
     for (name, image, truth), det in zip(named, detections):
         canvas = image if truth is None else draw_boxes(image, truth, color=RED, thickness=1)
         canvas = draw_boxes(canvas, det["boxes"].cpu(), det["scores"].cpu())

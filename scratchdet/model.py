@@ -167,9 +167,11 @@ class YoloDetector(nn.Module):
         raw, relative to the *training* size ``config.image_size`` (decode
         multiplies by it). Works in train and eval mode.
         """
-        if self.config.head != "v1":
-            return decode_levels(self.raw(images), self.config)  # (N, K, 5)
-        return self.raw(images)
+        return self.decode(self.raw(images))
+
+    def decode(self, raw: Tensor | list[Tensor]) -> Tensor:
+        """:meth:`raw` -> :meth:`forward`'s output: v1's grid as it is; fpn's levels as candidates ``Tensor[N, K, 5]``."""
+        return raw if self.config.head == "v1" else decode_levels(raw, self.config)
 
     def raw(self, images: Tensor) -> Tensor | list[Tensor]:
         """What the loss compares with targets: v1: the grid of :meth:`forward`; fpn: one

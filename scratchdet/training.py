@@ -20,7 +20,6 @@ from torch import Tensor
 
 from scratchdet.config import EVAL_SCORE_THRESHOLD, MAX_DETECTIONS, NMS_IOU_THRESHOLD, DetectorConfig
 from scratchdet.evaluation import evaluate_by_size
-from scratchdet.fpn import decode_levels
 from scratchdet.fpn_loss import fpn_loss
 from scratchdet.grid import encode_targets_batch
 from scratchdet.loss import yolo_loss
@@ -131,21 +130,20 @@ class YoloModule(pl.LightningModule):
         """``Tensor[N, 3, H, W]`` in [0, 1] -> ``Tensor[N, S, S, B*5]``."""
         return self.model(images)
 
-    def loss(self, images: Tensor, boxes: list[Tensor]) -> tuple[dict[str, Tensor], Tensor]:
-        """The loss terms of a batch for this model's head, and the network output (what ``postprocess`` takes).
+    def loss(self, images: Tensor, boxes: list[Tensor]) -> tuple[dict[str, Tensor], Tensor | list[Tensor]]:
+        """The loss terms of a batch for this model's head, and the raw output (:meth:`YoloDetector.raw`).
 
         v1: encode the boxes on the grid and take :func:`~scratchdet.loss.yolo_loss`;
         fpn: :func:`~scratchdet.fpn_loss.fpn_loss` assigns the faces to levels
-        and cells itself; the output is the decoded candidates.
+        and cells itself. ``self.model.decode(raw)`` is what ``postprocess`` takes.
         """
+        raw = self.model.raw(images)  # v1: (N, S, S, B*5); fpn: one (N, 5, H_l, W_l) per level
         if self.config.head == "v1":
-            pred = self.model(images)  # (N, S, S, B*5)
-            return yolo_loss(pred, encode_targets_batch(boxes, self.config), self.config), pred
-        raws = self.model.raw(images)  # one (N, 5, H_l, W_l) per level
-        return fpn_loss(raws, boxes, self.config), decode_levels(raws, self.config)  # (N, K, 5)
+            return yolo_loss(raw, encode_targets_batch(boxes, self.config), self.config), raw
+        return fpn_loss(raw, boxes, self.config), raw
 
     def shared_step(self, batch: tuple[Tensor, list[Tensor]], stage: str) -> tuple[Tensor, Tensor]:
-        """Loss of one batch, each term logged as ``<stage>/<term>``; returns (total, network output)."""
+        """Loss of one batch, each term logged as ``<stage>/<term>``; returns (total, raw output)."""
         images, boxes = batch
         terms, pred = self.loss(images, boxes)
         on_step = stage == "train"
@@ -169,7 +167,7 @@ class YoloModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         _, pred = self.shared_step(batch, "val")
-        detections = postprocess(pred.detach(), self.config, self.hparams.eval_score_threshold,
+        detections = postprocess(self.model.decode(pred).detach(), self.config, self.hparams.eval_score_threshold,
                                  self.hparams.nms_iou_threshold, self.hparams.max_detections,
                                  input_size=tuple(batch[0].shape[-2:]))
         self._val_outputs.append(([{k: v.cpu() for k, v in d.items()} for d in detections],
