@@ -69,15 +69,13 @@ class InterruptCheckpoint(Callback):
     interrupt while the data cache is built, a failed resume: the previous
     ``last.ckpt`` stays byte-identical), when the weights are not finite, or
     when the exception is a divergence (the last good epoch stays).
-    ``interrupted`` tells whether the run ended on Ctrl-C; ``saved`` whether
-    the file was written.
+    ``interrupted`` tells whether the run ended on Ctrl-C.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.start_step: int | None = None
         self.interrupted = False
-        self.saved = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start_step = trainer.global_step
@@ -88,7 +86,6 @@ class InterruptCheckpoint(Callback):
             return
         if trainer.global_step > self.start_step and weights_are_finite(pl_module):
             trainer.save_checkpoint(str(self.path))
-            self.saved = True
 
 
 class RecipeInCheckpoint(Callback):

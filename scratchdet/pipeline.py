@@ -142,15 +142,15 @@ def _is_main_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
-def _resume_args(last: Path) -> tuple[list[str], dict]:
-    """``--config <saved recipe>`` for a resume, and the saved recipe."""
+def _saved_recipe_file(last: Path) -> tuple[str, dict]:
+    """The recipe stored in ``last`` (for a resume), written to a temporary YAML file; its path and the recipe."""
     if not last.is_file():
         raise RunFolderError(f"--resume: no checkpoint to resume from at {last}")
     saved = read_recipe(last)
     handle, name = tempfile.mkstemp(prefix="scratchdet-resume-", suffix=".yaml")
     with os.fdopen(handle, "w") as file:
         yaml.safe_dump(saved, file, sort_keys=False)
-    return ["--config", name], saved
+    return name, saved
 
 
 def _check_run_folder(checkpoints: Path, resume: bool, overwrite: bool) -> None:
@@ -198,16 +198,13 @@ def run_training(config: str | os.PathLike | None = None, overrides: Mapping[str
     pre = parse_recipe(args)  # the run keys, before any resume
     output_dir = Path(pre.config.output_dir)
     checkpoints, resume = output_dir / "checkpoints", bool(pre.config.resume)
-    saved, tmp = None, None
-    if resume:
-        extra, saved = _resume_args(checkpoints / "last.ckpt")
-        tmp = extra[1]
+    cli, saved = pre, None
+    if resume:  # the checkpoint's recipe first, the command line on top
+        path, saved = _saved_recipe_file(checkpoints / "last.ckpt")
         try:
-            cli = parse_recipe([*extra, *args])
+            cli = parse_recipe(["--config", path, *args])
         finally:
-            os.remove(tmp)
-    else:
-        cli = pre
+            os.remove(path)
     recipe = recipe_dict(cli)
     check_trainer(recipe["trainer"])
     if _is_main_process():
@@ -236,8 +233,7 @@ def run_training(config: str | os.PathLike | None = None, overrides: Mapping[str
     except SystemExit:  # Lightning turns Ctrl-C into exit(1) after calling on_exception
         if not kept["interrupt"].interrupted:
             raise
-        where = str(kept["interrupt"].path) if (kept["interrupt"].saved or resume or
-                                                (checkpoints / "last.ckpt").exists()) else None
+        where = str(kept["interrupt"].path) if kept["interrupt"].path.exists() else None
         raise TrainingInterrupted(
             f"training interrupted at step {trainer.global_step} (epoch {trainer.current_epoch}); "
             + (f"checkpoint: {where}" if where else "no checkpoint was written (no step finished)"),
