@@ -64,6 +64,7 @@ def quiet_lightning() -> None:
                     ".*Deterministic behavior was enabled.*",
                     ".*You defined a `validation_step` but have no `val_dataloader`.*",
                     ".*You requested to overfit but enabled train dataloader shuffling.*",
+                    ".*module\\(s\\) in eval mode at the start of training.*",  # freeze_backbone's frozen layers
                     ".*litlogger.*", ".*Checkpoint directory .* exists and is not empty.*", "(?s).*was deprecated in v4"):  # Lightning 2.6 on jsonargparse >= 4.49
         warnings.filterwarnings("ignore", message=pattern)
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from scratchdet.config import EVAL_SCORE_THRESHOLD, MAX_DETECTIONS, NMS_IOU_THRESHOLD, DetectorConfig
 from scratchdet.evaluation import evaluate_by_size
@@ -83,6 +83,18 @@ class YoloModule(pl.LightningModule):
         stop_on_nonfinite: stop at the first training step whose loss is NaN
             or infinite (:class:`TrainingDiverged`, naming the step and the
             term); costs one host sync per step.
+        freeze_backbone: keep the first this many of the backbone's feature
+            layers (its ``feature_layers()``, MobileNetV2: 19) as
+            they start, weights and BatchNorm statistics (with
+            ``pretrained``: ImageNet's features, which carry to real photos
+            better than features learned on drawn faces); ``-1``: all of them;
+            ``0``: train everything. Frozen layers also skip the backward pass.
+        init_weights: fine-tune: start from this checkpoint's weights (a
+            ``.pt`` from :meth:`YoloDetector.save`, e.g. the bundled
+            ``models/faces_mobilenet_v2_fpn.pt``, or a training ``.ckpt``).
+            Its architecture (backbone, preset, head) must be this recipe's:
+            a mismatch stops before training, naming what differs. Loaded when
+            ``fit`` starts, so a resumed run keeps its own newer weights.
 
     ``YoloModule.load_from_checkpoint(path)`` and
     ``YoloDetector.from_checkpoint(path)`` both rebuild the model.
@@ -97,7 +109,8 @@ class YoloModule(pl.LightningModule):
                  momentum: float = 0.9, schedule: Literal["warmup_cosine", "cosine", "constant"] = "warmup_cosine",
                  warmup_fraction: float = 0.1, eval_score_threshold: float = EVAL_SCORE_THRESHOLD,
                  nms_iou_threshold: float = NMS_IOU_THRESHOLD, max_detections: int = MAX_DETECTIONS,
-                 stop_on_nonfinite: bool = True) -> None:
+                 stop_on_nonfinite: bool = True, freeze_backbone: int = 0,
+                 init_weights: str | None = None) -> None:
         super().__init__()
         config = config if isinstance(config, DetectorConfig) else DetectorConfig.from_dict(dict(config))
         _choice(optimizer, OPTIMIZERS, "optimizer")
@@ -120,11 +133,13 @@ class YoloModule(pl.LightningModule):
             "schedule": schedule, "warmup_fraction": warmup_fraction,
             "eval_score_threshold": eval_score_threshold, "nms_iou_threshold": nms_iou_threshold,
             "max_detections": max_detections, "stop_on_nonfinite": stop_on_nonfinite,
+            "freeze_backbone": freeze_backbone, "init_weights": init_weights,
         })
         self.config = config
         self.model = YoloDetector(config, backbone=backbone, preset=preset, head_channels=head_channels,
                                   **backbone_kwargs)
         self._val_outputs: list[tuple[list[dict], list[Tensor]]] = []
+        self._frozen = self._freeze(freeze_backbone)
 
     def forward(self, images: Tensor) -> Tensor:
         """``Tensor[N, 3, H, W]`` in [0, 1] -> ``Tensor[N, S, S, B*5]``."""
@@ -186,6 +201,45 @@ class YoloModule(pl.LightningModule):
                       prog_bar=False, sync_dist=True)
         self.log("val_ap50", float(metrics["ap50"]), prog_bar=True, sync_dist=True)
         self._val_outputs = []
+
+    def setup(self, stage: str) -> None:
+        """Lightning hook: before ``fit``, load ``init_weights`` (a resume then restores its own weights over them)."""
+        if stage == "fit" and self.hparams.init_weights:
+            self.model.load_state_dict(self._init_state(self.hparams.init_weights))
+
+    def _init_state(self, path: str) -> dict[str, Tensor]:
+        """The state dict of checkpoint ``path``, checked against this model's architecture."""
+        source = YoloDetector.from_checkpoint(path)
+        theirs, ours = source.hyperparameters, self.model.hyperparameters
+        differ = [f"{key}: checkpoint {theirs.get(key)!r}, recipe {ours.get(key)!r}"
+                  for key in ("backbone", "preset", "head_channels") if theirs.get(key) != ours.get(key)]
+        geometry = ("head", "num_levels", "boxes_per_cell")
+        differ += [f"model.config.{key}: checkpoint {getattr(source.config, key)!r}, recipe "
+                   f"{getattr(self.config, key)!r}" for key in geometry
+                   if getattr(source.config, key) != getattr(self.config, key)]
+        if differ:
+            raise ValueError(f"init_weights {path!r} does not fit this recipe (use the checkpoint's own recipe, "
+                             f"e.g. configs/finetune.yaml for the bundled model): " + "; ".join(differ))
+        return source.state_dict()
+
+    def _freeze(self, count: int) -> list[nn.Module]:
+        """Stop gradients in the first ``count`` backbone layers (``-1``: all); returns them."""
+        layers = self.model.backbone.feature_layers()
+        if isinstance(count, bool) or not isinstance(count, int) or not -1 <= count <= len(layers):
+            raise ValueError(f"freeze_backbone must be an int in [-1, {len(layers)}] (the backbone has "
+                             f"{len(layers)} feature layers; -1 freezes all), got {count!r}")
+        frozen = layers if count == -1 else layers[:count]
+        for layer in frozen:
+            layer.requires_grad_(False)
+            layer.eval()
+        return frozen
+
+    def train(self, mode: bool = True) -> "YoloModule":
+        """As ``nn.Module.train``, but frozen backbone layers stay in eval mode (BatchNorm statistics fixed)."""
+        super().train(mode)
+        for layer in getattr(self, "_frozen", ()):
+            layer.eval()
+        return self
 
     def _param_groups(self) -> list[dict[str, Any]]:
         decay, no_decay = [], []

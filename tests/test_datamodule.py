@@ -178,3 +178,14 @@ def test_datamodule_on_synthfaces(tmp_path: Path) -> None:
     images, boxes = next(iter(module.train_dataloader()))
     assert images.shape == (2, 3, 64, 64) and len(boxes) == 2
     assert len(module.val_dataloader().dataset) == 2 and len(module.test_dataloader().dataset) == 2
+
+
+def test_photometric_level_reaches_the_training_transform(tmp_path):
+    from scratchdet.data.datamodule import FaceDataModule
+
+    dm = FaceDataModule(root=tmp_path, photometric="photo")
+    names = {type(t).__name__ for t in dm.build_transform("train").compose.transforms}
+    assert "ImageCompression" in names
+    assert "ImageCompression" not in {type(t).__name__ for t in dm.build_transform("val").compose.transforms}
+    with pytest.raises(ValueError, match="photometric must be one of"):
+        FaceDataModule(root=tmp_path, photometric="strong")

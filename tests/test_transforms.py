@@ -135,3 +135,32 @@ def test_bad_inputs_raise_clear_errors() -> None:
         eval_transforms(0)
     with pytest.raises(ValueError, match="min_box_size"):
         train_transforms(64, min_box_size=-1)
+
+
+def test_photo_level_keeps_the_geometry_contract_and_is_seeded() -> None:
+    image, boxes = _image(200, 300), _random_boxes(200, 300, m=6, seed=2)
+    outs = [train_transforms(128, seed=5, photometric="photo")(image, boxes) for _ in range(2)]
+    for out_image, out_boxes, info in outs:
+        assert out_image.shape == (128, 128, 3) and out_image.dtype == np.uint8
+        assert (out_boxes >= 0).all() and (out_boxes <= 128).all()
+        assert len(out_boxes) + info["dropped_by_augmentation"] + info["dropped_small"] == 6
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    names = {type(t).__name__ for t in train_transforms(128, photometric="photo").compose.transforms}
+    assert {"ImageCompression", "ToGray", "RandomGamma"} <= names
+
+
+def test_photo_level_changes_how_an_image_looks_more_than_basic() -> None:
+    """Over many draws, 'photo' moves pixels further from the letterboxed image (lighting, grey, JPEG)."""
+    flat = np.full((128, 128, 3), (200, 120, 60), np.uint8)  # one colour: geometry cannot change it
+    boxes = np.zeros((0, 4), np.float32)
+    change = {}
+    for level in ("basic", "photo"):
+        transform = train_transforms(128, seed=0, photometric=level, scale=(1.0, 1.0), translate=0.0)
+        change[level] = np.mean([np.abs(transform(flat, boxes)[0].astype(float) - flat).mean() for _ in range(40)])
+    assert change["photo"] > 1.2 * change["basic"] > 0
+
+
+@pytest.mark.parametrize("level", ["strong", "", None])
+def test_unknown_photometric_level_is_rejected(level) -> None:
+    with pytest.raises(ValueError, match="photometric"):
+        train_transforms(128, photometric=level)

@@ -12,7 +12,7 @@ Taught in ``notebooks/02_data.ipynb``.
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
 from scratchdet.data.cache import resolve_data_root
 from scratchdet.data.labelled import LABELLED_FORMATS, open_labelled
 from scratchdet.data.synthfaces import SynthFaces
-from scratchdet.data.transforms import DetectionTransform, eval_transforms, train_transforms
+from scratchdet.data.transforms import PHOTOMETRIC_LEVELS, DetectionTransform, eval_transforms, train_transforms
 from scratchdet.data.wider import WiderFace, find_wider_root
 
 __all__ = ["DATASETS", "DetectionDataset", "collate_detections", "FaceDataModule"]
@@ -154,6 +154,9 @@ class FaceDataModule(pl.LightningDataModule):
             measurement). YOLO uses ``root/images/{train,val}`` instead.
         category: your own data's face category (COCO name or id, YOLO class
             id, VOC class name); ``None``: the only one in the annotations.
+        photometric: training colour augmentation, ``"basic"`` or ``"photo"``
+            (adds the look of a photograph: lighting, shadows, grey, defocus,
+            low resolution, sensor noise, JPEG; see :func:`train_transforms`).
 
     Batches are ``(images Tensor[N, 3, H, W] in [0, 1], list of N
     Tensor[M_i, 4] xyxy pixels)`` with ``H = W = image_size``. WIDER FACE's
@@ -178,6 +181,7 @@ class FaceDataModule(pl.LightningDataModule):
         annotations: str | None = None,
         val_annotations: str | None = None,
         category: str | None = None,
+        photometric: Literal["basic", "photo"] = "basic",
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -185,6 +189,9 @@ class FaceDataModule(pl.LightningDataModule):
         self.images = None if root is None else str(root)  # own data: image names are relative to it
         self.annotations = {"train": annotations, "val": val_annotations or annotations}
         self.category = category
+        if photometric not in PHOTOMETRIC_LEVELS:
+            raise ValueError(f"photometric must be one of {PHOTOMETRIC_LEVELS}, got {photometric!r}")
+        self.photometric = photometric
         if dataset in LABELLED_FORMATS and root is None and annotations is None:
             raise ValueError(f"dataset {dataset!r} needs root (its images) or annotations")
         self.dataset, self.root, self.augment, self.seed = dataset, resolve_data_root(root), bool(augment), seed
@@ -222,7 +229,7 @@ class FaceDataModule(pl.LightningDataModule):
     def build_transform(self, split: str) -> DetectionTransform:
         """Random augmentation for ``"train"`` (if ``augment``), a letterbox otherwise."""
         if split == "train" and self.augment:
-            return train_transforms(self.image_size, seed=self.seed)
+            return train_transforms(self.image_size, seed=self.seed, photometric=self.photometric)
         return eval_transforms(self.image_size)
 
     def setup(self, stage: str | None = None) -> None:

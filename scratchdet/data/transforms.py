@@ -13,7 +13,10 @@ images ``uint8 (H, W, 3)`` RGB and boxes ``float32 (M, 4)`` xyxy pixels
   ``letterbox_scale(image_hw, image_size)``, re-exported here.
 * :func:`train_transforms` letterboxes the same way, then zooms in or out
   at random (``A.Affine``: zooming in crops, zooming out makes faces smaller),
-  flips left-right, jitters colours, blurs and adds noise.
+  flips left-right, jitters colours, blurs and adds noise; ``photometric="photo"``
+  adds the camera's side of a photograph (uneven lighting, shadows, grey,
+  defocus, low resolution, sensor noise, JPEG), a sim-to-real lever of
+  ``notebooks/12_real_photos.ipynb``.
 
 :class:`DetectionTransform` wraps the pipeline, drops boxes that end up
 smaller than ``min_box_size`` (or that Albumentations drops because too little
@@ -38,6 +41,7 @@ __all__ = [
     "DetectionTransform",
     "train_transforms",
     "eval_transforms",
+    "PHOTOMETRIC_LEVELS",
     "letterbox_scale",
     "unletterbox_boxes",
 ]
@@ -159,6 +163,36 @@ def eval_transforms(image_size: int, min_box_size: float = 0.0) -> DetectionTran
     return DetectionTransform(_fit_and_pad(_check_size(image_size), "top_left"), min_box_size)
 
 
+PHOTOMETRIC_LEVELS = ("basic", "photo")
+
+
+def _photometric(level: str, color_p: float, blur_p: float, noise_p: float) -> list[A.BasicTransform]:
+    """Colour, blur and noise steps of ``train_transforms`` (``level`` in :data:`PHOTOMETRIC_LEVELS`)."""
+    if level == "basic":
+        return [
+            A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02, p=color_p),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 7))], p=blur_p),
+            A.GaussNoise(std_range=(0.02, 0.06), p=noise_p),
+        ]
+    if level != "photo":
+        raise ValueError(f"photometric must be one of {PHOTOMETRIC_LEVELS}, got {level!r}")
+    # Drawn faces are flat colour with hard outlines; photographed ones are lit
+    # unevenly, soft, noisy and compressed. Each step is one camera effect.
+    return [
+        A.OneOf([A.Illumination(mode="linear", intensity_range=(0.05, 0.2)),
+                 A.Illumination(mode="gaussian", intensity_range=(0.05, 0.2)),
+                 A.PlasmaShadow(shadow_intensity_range=(0.1, 0.5))], p=0.5),
+        A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.5, hue=0.04, p=color_p),
+        A.RandomGamma(gamma_limit=(70, 140), p=0.3),
+        A.ToGray(p=0.15),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 7)), A.MotionBlur(blur_limit=(3, 7)),
+                 A.Defocus(radius=(1, 3), alias_blur=(0.1, 0.3)),
+                 A.Downscale(scale_range=(0.35, 0.7))], p=max(blur_p, 0.5)),
+        A.OneOf([A.GaussNoise(std_range=(0.02, 0.08)), A.ISONoise()], p=max(noise_p, 0.4)),
+        A.ImageCompression(quality_range=(30, 90), p=0.4),
+    ]
+
+
 def train_transforms(
     image_size: int,
     min_box_size: float = 4.0,
@@ -170,6 +204,7 @@ def train_transforms(
     noise_p: float = 0.2,
     min_visibility: float = 0.3,
     seed: int | None = None,
+    photometric: str = "basic",
 ) -> DetectionTransform:
     """Random augmentation ending at exactly ``image_size x image_size``.
 
@@ -182,7 +217,12 @@ def train_transforms(
             colour jitter, a Gaussian or motion blur, and Gaussian noise.
         min_visibility: drop a box when less than this fraction of it is left.
         seed: seed of the pipeline (``None``: random).
+        photometric: ``"basic"`` (colour jitter, blur, noise) or ``"photo"``
+            (also uneven lighting and shadows, gamma, grey, defocus, low
+            resolution, sensor noise and JPEG: the look of a photograph).
     """
+    if photometric not in PHOTOMETRIC_LEVELS:
+        raise ValueError(f"photometric must be one of {PHOTOMETRIC_LEVELS}, got {photometric!r}")
     transforms = _fit_and_pad(_check_size(image_size), "center") + [
         A.Affine(
             scale=scale,
@@ -193,8 +233,5 @@ def train_transforms(
             p=1.0,
         ),
         A.HorizontalFlip(p=flip_p),
-        A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02, p=color_p),
-        A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 7))], p=blur_p),
-        A.GaussNoise(std_range=(0.02, 0.06), p=noise_p),
-    ]
+    ] + _photometric(photometric, color_p, blur_p, noise_p)
     return DetectionTransform(transforms, min_box_size, min_visibility, seed)
