@@ -1,4 +1,4 @@
-"""The ``scratchdet`` command line: ``train``, ``evaluate``, ``detect``, ``export`` and ``demo``.
+"""The ``scratchdet`` command line: ``train``, ``evaluate``, ``detect``, ``export``, ``label`` and ``demo``.
 
     scratchdet train --config configs/demo.yaml --trainer.max_epochs 3 --output_dir runs/mine
     scratchdet train --output_dir runs/mine --resume --trainer.max_epochs 10
@@ -6,6 +6,7 @@
     scratchdet evaluate runs/mine/model.pt --dataset coco --annotations faces.json --images photos/
     scratchdet detect photos/ --checkpoint runs/demo/model.pt
     scratchdet export runs/demo/model.pt --format onnx --out model.onnx
+    scratchdet label photos/ --teacher yunet   # pseudo-labels -> photos/annotations.json (COCO)
     scratchdet demo
 
 ``python -m scratchdet ...`` is the same. ``train`` is a ``LightningCLI``
@@ -23,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from scratchdet import detect, export
+from scratchdet import detect, export, label
 from scratchdet._io import atomic_write_text, same_file
 from scratchdet.config import EVAL_SCORE_THRESHOLD, NMS_IOU_THRESHOLD
 from scratchdet.data.labelled import LABELLED_FORMATS
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         description=detect.__doc__.splitlines()[0]))
     export.add_arguments(sub.add_parser("export", help="export a checkpoint (pt2, ONNX)",
                                         description=export.__doc__.splitlines()[0]))
+    label.add_arguments(sub.add_parser("label", help="pseudo-label your own photos with a teacher detector (COCO JSON)",
+                                       description=label.__doc__.splitlines()[0]))
 
     demo = sub.add_parser("demo", help="the main job: train on SynthFaces, evaluate, detect on photos")
     demo.add_argument("--output-dir", default="runs/demo")
@@ -150,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         if command == "train":  # LightningCLI parses its own flags (and --help)
             return _train(argv[1:])
         args = build_parser().parse_args(argv)
-        handlers = {"evaluate": _evaluate, "demo": _demo, "detect": detect.run, "export": export.run}
+        handlers = {"evaluate": _evaluate, "demo": _demo, "detect": detect.run, "export": export.run,
+                    "label": label.run}
         handlers[args.command](args)
     except KeyboardInterrupt:
         if verbose:
