@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from types import MappingProxyType
 
 CONF_TARGETS = ("iou", "one")
@@ -19,6 +20,8 @@ PAD_VALUE = 114  # letterbox grey (uint8), shared by the data transforms and Yol
 # grids into detections (predict, detect, evaluate, validation, export, the
 # benchmarks) takes its defaults from here.
 SCORE_THRESHOLD = 0.25  # detections shown to a user (predict, detect, export)
+# detect --blur: recall first -- a missed face is a privacy failure, an extra blurred patch is cheap
+BLUR_SCORE_THRESHOLD = 0.1
 EVAL_SCORE_THRESHOLD = 0.01  # detections scored by AP (needs the whole PR curve)
 NMS_IOU_THRESHOLD = 0.45  # greedy NMS drops boxes with IoU > this with a better one
 MAX_DETECTIONS = 100  # per image, after NMS
@@ -31,8 +34,13 @@ TEACHER_CONF = MappingProxyType({"yunet": 0.6, "haar": 0.0})
 # matched a face (IoU >= 0.5) 73% of the time, those of 10-16 px 91%, larger ones 97-100%.
 TEACHER_MIN_SIZE = 10
 
+# The course's bundled model, which ``scratchdet detect`` uses without --checkpoint
+# (the environment variable SCRATCHDET_MODEL names another file).
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "faces_mobilenet_v2_fpn.pt"
+
 __all__ = ["DetectorConfig", "CONF_TARGETS", "HEADS", "PAD_VALUE", "SCORE_THRESHOLD", "EVAL_SCORE_THRESHOLD",
-           "NMS_IOU_THRESHOLD", "MAX_DETECTIONS", "TEACHER_CONF", "TEACHER_MIN_SIZE"]
+           "NMS_IOU_THRESHOLD", "MAX_DETECTIONS", "TEACHER_CONF", "TEACHER_MIN_SIZE", "BLUR_SCORE_THRESHOLD",
+           "DEFAULT_MODEL"]
 
 
 @dataclass(frozen=True)

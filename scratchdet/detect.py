@@ -1,12 +1,15 @@
 """``scratchdet detect``: faces in an image, a folder of images, a video or a webcam.
 
     scratchdet detect photo.jpg --checkpoint model.pt                # -> runs/detect/run/photo.jpg + detections.json
+    scratchdet detect photo.jpg                                      # the bundled model (config.DEFAULT_MODEL)
     scratchdet detect photos/ --checkpoint model.pt --format csv     # every file in photos/ (not sub-folders)
     scratchdet detect photos/ --checkpoint model.pt --image-size 480 # a finer grid: 15 x 15 cells at stride 32
     scratchdet detect clip.mp4 --checkpoint model.pt --out out/      # -> out/clip.mp4 (annotated) + out/clip.json
     scratchdet detect --camera 0 --checkpoint model.pt               # a window; q or Esc quits
+    scratchdet detect clip.mp4 --blur                                # -> out: the faces blurred, no boxes drawn
 
-Outputs: annotated copies (boxes and scores drawn) and one JSON (or CSV) of
+Outputs: annotated copies (boxes and scores drawn; with ``--blur``, the faces
+blurred or pixelated instead, :mod:`scratchdet.anonymise`) and one JSON (or CSV) of
 boxes, xyxy pixels of each image or frame, with scores. JSON:
 ``{"images": [{"file", "height", "width", "boxes": [[x1, y1, x2, y2], ...],
 "scores": [...]}], "skipped": [{"file", "error"}]}``, for videos ``"frames":
@@ -24,6 +27,11 @@ text file, a truncated or corrupt JPEG), lists them at the end and fails (exit
 status 2) only when no image at all could be read. Photos of any size are
 letterboxed to ``--image-size`` (default: the training size; any multiple of
 the stride ``config.cell_size``, ``N`` or ``HxW``), and the grid follows it.
+
+Without ``--checkpoint``, detect loads ``$SCRATCHDET_MODEL`` or else the
+bundled ``config.DEFAULT_MODEL``. ``--blur`` lowers the default score threshold
+to ``config.BLUR_SCORE_THRESHOLD`` (recall first: a missed face stays visible);
+an explicit ``--score-threshold`` wins.
 """
 
 from __future__ import annotations
@@ -40,7 +48,9 @@ import numpy as np
 import torch
 
 from scratchdet._io import atomic_write, atomic_write_text, fresh_dir, same_file
-from scratchdet.config import MAX_DETECTIONS, NMS_IOU_THRESHOLD, SCORE_THRESHOLD
+from scratchdet.anonymise import BLUR_METHODS, blur_faces
+from scratchdet.config import (BLUR_SCORE_THRESHOLD, DEFAULT_MODEL, MAX_DETECTIONS, NMS_IOU_THRESHOLD,
+                               SCORE_THRESHOLD)
 from scratchdet.data.photos import read_image
 from scratchdet.letterbox import check_input_size
 from scratchdet.model import YoloDetector
@@ -50,24 +60,43 @@ from scratchdet.viz import draw_boxes
 # error; quiet unless the user asks (OPENCV_FFMPEG_LOGLEVEL=24 shows FFmpeg's warnings again).
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-__all__ = ["VIDEO_SUFFIXES", "GUI_HELP", "DEFAULT_PARENT", "load_detector", "detect_images", "detect_video",
-           "run_camera", "parse_image_size", "add_arguments", "run"]
+__all__ = ["VIDEO_SUFFIXES", "GUI_HELP", "DEFAULT_PARENT", "MODEL_ENV", "default_checkpoint", "load_detector",
+           "detect_images", "detect_video", "run_camera", "parse_image_size", "add_arguments", "run"]
 
 DEFAULT_PARENT = Path("runs/detect")  # each run gets a fresh folder under it: run, run2, ...
+MODEL_ENV = "SCRATCHDET_MODEL"  # names the model detect loads without --checkpoint
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 GUI_HELP = ("OpenCV was installed without GUI support (opencv-python-headless, which albumentations depends "
             "on); pip install 'opencv-python>=4.10,<5' in this environment for --camera (it replaces the "
             "headless cv2; reinstalling albumentations may bring it back), or run detect on a video file")
 
 
-def load_detector(checkpoint: str | os.PathLike, device: str = "cpu") -> YoloDetector:
+def default_checkpoint() -> Path:
+    """The model detect loads without ``--checkpoint``: ``$SCRATCHDET_MODEL``, else ``config.DEFAULT_MODEL``.
+
+    Raises:
+        FileNotFoundError: that file does not exist (one line: how to pass a checkpoint).
+    """
+    named = os.environ.get(MODEL_ENV)
+    path = Path(named) if named else DEFAULT_MODEL
+    if not path.is_file():
+        where = f"{MODEL_ENV}={named}" if named else f"the default model {path}"
+        raise FileNotFoundError(f"no --checkpoint given and {where} does not exist; pass --checkpoint "
+                                f"PATH (a .ckpt from training or a YoloDetector.save file) or set {MODEL_ENV}")
+    return path
+
+
+def load_detector(checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> YoloDetector:
     """A :class:`YoloDetector` from a checkpoint, in eval mode on ``device``, with one-line errors.
+
+    ``checkpoint=None`` loads :func:`default_checkpoint`.
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: the file is not a readable checkpoint, or ``device`` is unknown or unavailable.
     """
     device = _check_device(device)
+    checkpoint = default_checkpoint() if checkpoint is None else checkpoint
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint {os.fspath(checkpoint)!r} does not exist")
     try:
@@ -98,8 +127,10 @@ def _detect(model: YoloDetector, image: np.ndarray, args: argparse.Namespace) ->
     return {"boxes": found["boxes"].cpu().numpy(), "scores": found["scores"].cpu().numpy()}
 
 
-def _annotate(image: np.ndarray, found: dict[str, np.ndarray]) -> np.ndarray:
-    """RGB image -> BGR copy with the boxes and scores drawn (for OpenCV to write or show)."""
+def _annotate(image: np.ndarray, found: dict[str, np.ndarray], args: argparse.Namespace) -> np.ndarray:
+    """RGB image -> BGR copy with the boxes and scores drawn, or with ``--blur`` the faces blurred."""
+    if args.blur:
+        return cv2.cvtColor(blur_faces(image, found["boxes"], method=args.blur_method), cv2.COLOR_RGB2BGR)
     return cv2.cvtColor(draw_boxes(image, found["boxes"], found["scores"]), cv2.COLOR_RGB2BGR)
 
 
@@ -116,7 +147,7 @@ def _progress(items, args: argparse.Namespace, desc: str, total: int | None = No
 
 
 def detect_images(model: YoloDetector, paths: list[Path], out_dir: Path, args: argparse.Namespace) -> dict:
-    """Detect in image files, write annotated copies and ``detections.json`` (or ``.csv``).
+    """Detect in image files; write annotated (``--blur``: anonymised) copies and ``detections.json`` (``.csv``).
 
     Files that cannot be read (not an image, truncated, damaged) are skipped
     and listed under ``"skipped"``. Nothing is written when no file could be
@@ -141,7 +172,7 @@ def detect_images(model: YoloDetector, paths: list[Path], out_dir: Path, args: a
             writable = path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")
             target = out_dir / (path.name if writable else path.name + ".png")
             _check_not_overwriting(path, target)
-            _write_image(target, _annotate(image, found))
+            _write_image(target, _annotate(image, found, args))
             records.append(_record(found, file=str(path), height=image.shape[0], width=image.shape[1]))
     except KeyboardInterrupt:
         if records:
@@ -191,7 +222,7 @@ def _open_video(path: Path) -> tuple[cv2.VideoCapture, np.ndarray]:
 
 
 def detect_video(model: YoloDetector, path: Path, out_dir: Path, args: argparse.Namespace) -> dict:
-    """Detect in every frame of a video; write ``<stem>.mp4`` (mp4v, annotated) and ``<stem>.json``/``.csv``.
+    """Detect in every frame of a video; write ``<stem>.mp4`` (mp4v, annotated or anonymised) and ``.json``/``.csv``.
 
     Returns:
         ``{"frames": number read, "fps", "video": annotated path, "output": detections path}``.
@@ -217,7 +248,7 @@ def detect_video(model: YoloDetector, path: Path, out_dir: Path, args: argparse.
             while frame is not None:
                 image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 found = _detect(model, image, args)
-                writer.write(_annotate(image, found))
+                writer.write(_annotate(image, found, args))
                 frames.append(_record(found, frame=len(frames)))
                 bar.update()
                 ok, frame = capture.read()
@@ -260,7 +291,7 @@ def run_camera(model: YoloDetector, index: int, args: argparse.Namespace) -> int
             if not ok:
                 break
             image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            cv2.imshow("scratchdet", _annotate(image, _detect(model, image, args)))
+            cv2.imshow("scratchdet", _annotate(image, _detect(model, image, args), args))
             shown += 1
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                 break
@@ -271,13 +302,15 @@ def run_camera(model: YoloDetector, index: int, args: argparse.Namespace) -> int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``scratchdet detect SOURCE --checkpoint CKPT ...``."""
+    """Flags of ``scratchdet detect SOURCE [--checkpoint CKPT] [--blur] ...``."""
     parser.add_argument("source", nargs="?", default=None, help="an image, a folder of images, or a video file")
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt from training or a YoloDetector.save file")
+    parser.add_argument("--checkpoint", default=None, metavar="PATH",
+                        help=f"a .ckpt from training or a YoloDetector.save file (default: ${MODEL_ENV}, else "
+                             f"the bundled model models/{DEFAULT_MODEL.name})")
     parser.add_argument("--out", default=None,
                         help=f"output folder (default: a fresh {DEFAULT_PARENT}/run, run2, ... per run)")
-    parser.add_argument("--score-threshold", type=float, default=SCORE_THRESHOLD,
-                        help=f"minimum score (default: {SCORE_THRESHOLD})")
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help=f"minimum score (default: {SCORE_THRESHOLD}; with --blur {BLUR_SCORE_THRESHOLD})")
     parser.add_argument("--iou-threshold", type=float, default=NMS_IOU_THRESHOLD,
                         help=f"NMS IoU threshold (default: {NMS_IOU_THRESHOLD})")
     parser.add_argument("--max-detections", type=int, default=MAX_DETECTIONS,
@@ -287,6 +320,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
     parser.add_argument("--camera", type=int, default=None, metavar="N", help="webcam N in a window instead of SOURCE")
     parser.add_argument("--format", default="json", choices=("json", "csv"), help="detections file (default: json)")
+    parser.add_argument("--blur", action="store_true",
+                        help="write the images or video with the faces blurred instead of boxes drawn (recall "
+                             "first: a lower default --score-threshold; faces the model misses stay visible)")
+    parser.add_argument("--blur-method", default="gaussian", choices=BLUR_METHODS,
+                        help="how --blur hides a face (default: gaussian)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -335,6 +373,7 @@ def run(args: argparse.Namespace) -> None:
     source = None if args.source is None else Path(args.source)
     if source is not None and not source.exists():
         raise FileNotFoundError(f"no such file or folder: {source}")
+    args = _with_defaults(args)
     model = load_detector(args.checkpoint, args.device)
     _check_args(args, model)
     if source is None:
@@ -355,6 +394,14 @@ def run(args: argparse.Namespace) -> None:
     finally:
         if args.out is None and not any(out_dir.iterdir()):
             out_dir.rmdir()  # the fresh folder of a run that wrote nothing
+
+
+def _with_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """A copy with the score threshold the run uses: the user's, else the one ``--blur`` asks for."""
+    threshold = args.score_threshold
+    if threshold is None:
+        threshold = BLUR_SCORE_THRESHOLD if args.blur else SCORE_THRESHOLD
+    return argparse.Namespace(**{**vars(args), "score_threshold": threshold})
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
