@@ -48,6 +48,8 @@ LEVERS = {
                          {"model.freeze_backbone": -1}),
     "mobilenet_partial": ("ImageNet layers up to stride 16 frozen (the fpn's two finer taps), the rest fine-tuned",
                           {"model.freeze_backbone": 14}),
+    "mobilenet_partial_photo": ("partly frozen + photographic augmentation",
+                                {"model.freeze_backbone": 14, "data.photometric": "photo"}),
     "mobilenet_imagenet_photo": ("fine-tuned + photographic augmentation", {"data.photometric": "photo"}),
     "mobilenet_frozen_photo": ("frozen + photographic augmentation",
                                {"model.freeze_backbone": -1, "data.photometric": "photo"}),
