@@ -15,7 +15,8 @@ NAMES = sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith(
 
 
 def test_every_benchmark_is_listed():
-    assert {"boxes", "synthfaces", "grid", "nms", "backbones", "inference", "experiments"} <= set(NAMES)
+    assert {"boxes", "synthfaces", "grid", "nms", "backbones", "inference", "experiments", "heads", "real_photos",
+            "sim_to_real"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
