@@ -10,7 +10,11 @@
   (``ap50_small`` < 16 px, ``ap50_medium`` 16-48 px, ``ap50_large`` > 48 px,
   ``ap50_ge24`` >= 24 px), ``train_seconds``, ``images_per_second``, the recipe;
 * ``curves.png``: training and validation loss, validation AP per epoch;
-* ``detections/``: the sample photos and SynthFaces test images with boxes.
+* ``detections/``: SynthFaces test images with the trained model's boxes, and
+  the sample photos with the boxes of the bundled real-photo model
+  (``models/faces_mobilenet_v2_fpn.pt``, notebook 12; a model trained on drawn
+  faces alone finds few faces in photos), or of the trained model where the
+  bundled one is missing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from scratchdet._io import atomic_write_text, fresh_dir
 from scratchdet.config import SCORE_THRESHOLD
 from scratchdet.data.photos import read_image, sample_photos
 from scratchdet.data.synthfaces import SynthFaces
+from scratchdet.detect import default_checkpoint
 from scratchdet.model import YoloDetector
 from scratchdet.pipeline import evaluate_model, jsonable_metrics, latest_log, run_training
 from scratchdet.viz import RED, draw_boxes
@@ -75,18 +80,37 @@ def plot_training_log(log_csv: str | Path, out_png: str | Path | None = None):
     return fig
 
 
-def _annotate(model, out_dir: Path, test, num_test: int = 8) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    named = [(p.stem, read_image(p), None) for p in sample_photos()]
-    named += [(f"synthfaces_test_{i:03d}", *test[i]) for i in range(min(num_test, len(test)))]
+def photo_model(trained: YoloDetector) -> tuple[YoloDetector, str]:
+    """The model for the demo's photos: the bundled real-photo model, else ``trained``; and its name."""
+    try:
+        path = default_checkpoint()
+    except FileNotFoundError:
+        return trained, "the model just trained (no bundled model found)"
+    return YoloDetector.from_checkpoint(path).eval(), f"the bundled model {path.name}"
+
+
+def _draw(model: YoloDetector, named: list, out_dir: Path) -> list[Path]:
+    """Write each ``(name, image, truth or None)`` with ``model``'s boxes (truth in red) as ``out_dir/name.jpg``."""
     detections = model.predict([image for _, image, _ in named], score_threshold=SCORE_THRESHOLD)
+    written = []
     for (name, image, truth), det in zip(named, detections):
         canvas = image if truth is None else draw_boxes(image, truth, color=RED, thickness=1)
         canvas = draw_boxes(canvas, det["boxes"].cpu(), det["scores"].cpu())
         path = out_dir / f"{name}.jpg"
         cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
         written.append(path)
+    return written
+
+
+def _annotate(model, out_dir: Path, test, num_test: int = 8) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    synth = [(f"synthfaces_test_{i:03d}", *test[i]) for i in range(min(num_test, len(test)))]
+    written = _draw(model, synth, out_dir)
+    photos = [(p.stem, read_image(p), None) for p in sample_photos()]
+    if photos:
+        on_photos, which = photo_model(model)
+        print(f"== photos: {which}")
+        written += _draw(on_photos, photos, out_dir)
     return written
 
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch
 from scratchdet.cli import main
 from scratchdet.config import DetectorConfig
 from scratchdet.model import YoloDetector
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["--config", "smoke", "--data.train_size", "8", "--data.val_size", "4", "--trainer.max_epochs", "1",
         "--threads", "1"]
@@ -206,3 +209,20 @@ def test_evaluate_at_another_input_size(trained, capsys):
                                    str(trained / "data"), "--num-images", "4", "--image-size", "96"], capsys)
     assert status == 0, err
     assert json.loads(stdout)["num_images"] == 4
+
+
+def test_demo_photos_use_the_bundled_model_and_fall_back_to_the_trained_one(tmp_path, monkeypatch):
+    from scratchdet.config import DEFAULT_MODEL
+    from scratchdet.demo import photo_model
+
+    trained = YoloDetector.from_checkpoint(ROOT / "models" / "synthfaces_poolresnet_medium.pt")
+    monkeypatch.setenv("SCRATCHDET_MODEL", str(ROOT / "models" / "synthfaces_fpn_poolresnet_medium.pt"))
+    model, which = photo_model(trained)
+    assert model is not trained and model.config.head == "fpn" and "synthfaces_fpn_poolresnet_medium.pt" in which
+    monkeypatch.setenv("SCRATCHDET_MODEL", str(tmp_path / "missing.pt"))
+    model, which = photo_model(trained)
+    assert model is trained and "no bundled model" in which
+    monkeypatch.delenv("SCRATCHDET_MODEL")
+    if DEFAULT_MODEL.is_file():
+        model, which = photo_model(trained)
+        assert DEFAULT_MODEL.name in which and model.hyperparameters["backbone"] == "mobilenet_v2"
