@@ -1,6 +1,7 @@
-"""Matching, precision/recall and AP: hand-computed cases, edge cases, and torchmetrics."""
+"""Matching, precision/recall and AP: hand-computed cases, edge cases, a loop VOC devkit, and torchmetrics."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from scratchdet.evaluation import (
     COCO_IOU_THRESHOLDS,
+    MATCHING_RULES,
     average_precision,
     collect_predictions,
     evaluate_by_crowd,
@@ -93,6 +95,29 @@ def test_prefers_a_face_that_counts_over_an_ignored_one():
     result = match_detections(torch.tensor([box(1, 0, 10, 10)]), torch.tensor([1.0]), gt,
                               gt_ignore=torch.tensor([False, True]))
     assert result.gt_index.tolist() == [0] and result.tp.tolist() == [True]
+
+
+# A curve whose precision rises again: TP, FP, FP, TP, TP, TP on 4 faces. Precision at the
+# hits 1, 2/4, 3/5, 4/6; the envelope lifts the last three to 2/3.
+RISING_PRECISION, RISING_RECALL = np.array([1, 1 / 2, 1 / 3, 2 / 4, 3 / 5, 4 / 6]), np.array([1, 1, 1, 2, 3, 4]) / 4
+
+
+# all-point: 1/4 * (1 + 3 * 2/3) (without the envelope: 1/4 * (1 + 1/2 + 3/5 + 2/3) = 0.69).
+# 11 points: recall 0-0.2 -> 1, 0.3-1 -> 2/3. 101 points: 0-0.25 (26) -> 1, 0.26-1 (75) -> 2/3.
+@pytest.mark.parametrize("method, expected", [("all_point", 3 / 4), ("11_point", 25 / 33), ("coco101", 76 / 101)])
+def test_ap_takes_the_precision_envelope(method, expected):
+    assert average_precision(RISING_RECALL, RISING_PRECISION, method) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("matching", MATCHING_RULES)
+def test_envelope_end_to_end(matching):
+    faces = torch.tensor([box(30 * i, 0, 20, 20) for i in range(4)])
+    nothing = [box(200, 200, 10, 10), box(300, 300, 10, 10)]
+    boxes = torch.tensor([box(0, 0, 20, 20), *nothing, box(30, 0, 20, 20), box(60, 0, 20, 20), box(90, 0, 20, 20)])
+    out = evaluate_detections([{"boxes": boxes, "scores": torch.linspace(0.9, 0.4, 6)}], [faces], (0.5,),
+                              matching=matching)
+    np.testing.assert_allclose(out["precision"], RISING_PRECISION)
+    assert out["ap50"] == pytest.approx(3 / 4, abs=1e-12) and out["matching"] == matching
 
 
 def test_no_detections_gives_zero_ap():
@@ -191,6 +216,176 @@ def test_match_detections_bad_input():
         match_detections(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 4), iou_threshold=(0.5, 0.6))
     with pytest.raises(ValueError, match="gt_ignore must have one flag per face"):
         match_detections(torch.zeros(0, 4), torch.zeros(0), torch.zeros(2, 4), gt_ignore=[True])
+
+
+# ------------------------------------------------------------ the two matching rules
+
+# Faces A and B overlap (IoU 0.43), as in a crowd. The first detection is A; the duplicate
+# overlaps A best (IoU 90/110 = 0.82) and B well enough (70/130 = 0.54).
+CROWD_FACES = torch.tensor([box(0, 0, 10, 10), box(4, 0, 10, 10)])
+CROWD_BOXES = torch.tensor([box(0, 0, 10, 10), box(1, 0, 10, 10)])
+
+
+def test_duplicate_in_a_crowd_coco_takes_the_free_face_voc_does_not():
+    coco = match_detections(CROWD_BOXES, torch.tensor([0.9, 0.8]), CROWD_FACES, matching="coco")
+    voc = match_detections(CROWD_BOXES, torch.tensor([0.9, 0.8]), CROWD_FACES, matching="voc")
+    assert coco.tp.tolist() == [True, True] and coco.gt_index.tolist() == [0, 1]
+    assert voc.tp.tolist() == [True, False] and voc.gt_index.tolist() == [0, -1]  # its best face is taken
+    assert voc.ignored.tolist() == [False, False]
+
+
+def test_voc_needs_iou_above_the_threshold():
+    gt = torch.tensor([box(0, 0, 10, 10)])
+    half = torch.tensor([box(0, 0, 20, 10)])  # IoU = 100 / 200 = 0.5 exactly
+    assert match_detections(half, torch.tensor([1.0]), gt, matching="voc").tp.tolist() == [False]
+    assert match_detections(half, torch.tensor([1.0]), gt, 0.49, matching="voc").tp.tolist() == [True]
+    assert match_detections(half, torch.tensor([1.0]), gt, matching="coco").tp.tolist() == [True]
+
+
+def test_voc_best_face_ignored_ignores_the_detection():
+    gt = torch.tensor([box(0, 0, 10, 10), box(1, 0, 10, 10)])  # face 1 ignored, overlaps best
+    boxes, scores = torch.tensor([box(1, 0, 10, 10), box(1, 0, 10, 10)]), torch.tensor([1.0, 0.5])
+    voc = match_detections(boxes, scores, gt, gt_ignore=torch.tensor([False, True]), matching="voc")
+    assert voc.ignored.tolist() == [True, True] and voc.gt_index.tolist() == [1, 1] and not voc.tp.any()
+    coco = match_detections(boxes, scores, gt, gt_ignore=torch.tensor([False, True]), matching="coco")
+    assert coco.tp.tolist() == [True, False] and coco.ignored.tolist() == [False, True]
+
+
+def test_voc_iou_tie_goes_to_the_first_face():
+    gt = torch.tensor([box(0, 0, 10, 10), box(10, 0, 10, 10)])
+    between = torch.tensor([box(5, 0, 10, 10), box(5, 0, 10, 10)])  # IoU 1/3 with both faces
+    voc = match_detections(between, torch.tensor([0.9, 0.9]), gt, iou_threshold=0.3, matching="voc")
+    assert voc.gt_index.tolist() == [0, -1] and voc.tp.tolist() == [True, False]
+    coco = match_detections(between, torch.tensor([0.9, 0.9]), gt, iou_threshold=0.3, matching="coco")
+    assert coco.gt_index.tolist() == [1, 0]  # pycocotools' tie rule: the last face
+
+
+def test_matching_reaches_every_evaluation():
+    preds = [{"boxes": CROWD_BOXES, "scores": torch.tensor([0.9, 0.8])}]
+    coco, voc = ({"matching": m} for m in MATCHING_RULES)
+    assert evaluate_detections(preds, [CROWD_FACES], (0.5,), **coco)["ap50"] == 1.0
+    assert evaluate_detections(preds, [CROWD_FACES], (0.5,), **voc)["ap50"] == 0.5
+    assert evaluate_detections(preds, [CROWD_FACES], COCO_IOU_THRESHOLDS, **voc)["ap_per_iou"][0.55] == 0.5
+    assert (evaluate_by_size(preds, [CROWD_FACES], **coco)["ap50_small"],
+            evaluate_by_size(preds, [CROWD_FACES], **voc)["ap50_small"]) == (1.0, 0.5)
+    assert (evaluate_by_crowd(preds, [CROWD_FACES], **coco)["ap50_few"],
+            evaluate_by_crowd(preds, [CROWD_FACES], **voc)["ap50_few"]) == (1.0, 0.5)
+    assert operating_point(preds, [CROWD_FACES], 0.5, **coco)["fp"] == 0
+    assert operating_point(preds, [CROWD_FACES], 0.5, **voc)["fp"] == 1
+    source = [(np.zeros((20, 20, 3), np.uint8), CROWD_FACES.numpy())]
+    detector = lambda image: preds[0]  # noqa: E731
+    assert evaluate_detector(detector, source, **coco)["ap50"] == 1.0
+    assert evaluate_detector(detector, source, **voc)["ap50"] == 0.5
+
+
+def test_default_matching_is_coco():
+    preds, gts = random_case(4)
+    default, coco = evaluate_detections(preds, gts), evaluate_detections(preds, gts, matching="coco")
+    assert default["ap_per_iou"] == coco["ap_per_iou"] and default["matching"] == "coco"
+
+
+def call_with_matching(name, matching):
+    """Call one public function that matches, on the hand-made case, with ``matching``."""
+    source = [(np.zeros((100, 100, 3), np.uint8), g.numpy()) for g in HAND_GTS]
+    calls = {
+        "match_detections": lambda: match_detections(HAND_PREDS[0]["boxes"], HAND_PREDS[0]["scores"], HAND_GTS[0],
+                                                      matching=matching),
+        "evaluate_detections": lambda: evaluate_detections(HAND_PREDS, HAND_GTS, matching=matching),
+        "evaluate_by_size": lambda: evaluate_by_size(HAND_PREDS, HAND_GTS, matching=matching),
+        "evaluate_by_crowd": lambda: evaluate_by_crowd(HAND_PREDS, HAND_GTS, matching=matching),
+        "operating_point": lambda: operating_point(HAND_PREDS, HAND_GTS, matching=matching),
+        "evaluate_detector": lambda: evaluate_detector(lambda image: HAND_PREDS[0], source, matching=matching),
+    }
+    return calls[name]()
+
+
+@pytest.mark.parametrize("name", ["match_detections", "evaluate_detections", "evaluate_by_size",
+                                  "evaluate_by_crowd", "operating_point", "evaluate_detector"])
+@pytest.mark.parametrize("matching", ["pascal", "VOC", None, ("voc",)])
+def test_bad_matching_is_rejected_by_name(name, matching):
+    with pytest.raises(ValueError, match=rf"matching must be one of \('coco', 'voc'\), got {re.escape(repr(matching))}"):
+        call_with_matching(name, matching)
+
+
+def plain_iou(a, b):
+    iw, ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0])), max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
+def voc_devkit_match(boxes, scores, faces, ignore, threshold):
+    """The VOC devkit's loop (``voc_eval.py``): each detection's best face; ``ovmax > ovthresh``.
+
+    Returns tp, ignored, gt_index in decreasing score order; ties in score keep the input order
+    (the devkit's ``np.argsort`` does not promise an order for them). Difficult = ignored.
+    """
+    order = sorted(range(len(scores)), key=lambda d: -scores[d])
+    taken, tp, ignored, gt_index = [False] * len(faces), [], [], []
+    for d in order:
+        ovmax, jmax = -math.inf, -1
+        for j, face in enumerate(faces):
+            ov = plain_iou(boxes[d], face)
+            if ov > ovmax:  # the first face wins a tie
+                ovmax, jmax = ov, j
+        hit = ovmax > threshold
+        if hit and ignore[jmax]:  # "difficult": neither TP nor FP
+            tp.append(False), ignored.append(True), gt_index.append(jmax)
+        elif hit and not taken[jmax]:
+            taken[jmax] = True
+            tp.append(True), ignored.append(False), gt_index.append(jmax)
+        else:  # no face, or a duplicate on a taken one
+            tp.append(False), ignored.append(False), gt_index.append(-1)
+    return tp, ignored, gt_index
+
+
+def crowd_scene(rng, max_faces=25):
+    """Faces packed on an integer grid (2/3 of the scenes a crowd), detections of integer shifts and
+    widths of them (IoU exactly 0.5 and equal IoUs happen), exact duplicates, scores with ties."""
+    m = int(rng.integers(0, max_faces + 1)) if rng.random() < 2 / 3 else int(rng.integers(0, 4))
+    xy, size = rng.integers(0, 60, (m, 2)), rng.choice([10, 20], (m, 1))
+    faces = np.concatenate([xy, xy + size], axis=1).astype(float)
+    copies = np.concatenate([faces, faces[rng.random(m) < 0.5]])
+    shift = rng.integers(-4, 5, copies.shape) * (rng.random((len(copies), 1)) < 0.7)
+    det = copies + shift
+    det[:, 2] = np.where(rng.random(len(det)) < 0.2, det[:, 0] + 2 * (copies[:, 2] - copies[:, 0]), det[:, 2])
+    extra = rng.integers(0, 80, (int(rng.integers(0, 6)), 2))
+    det = np.concatenate([det, np.concatenate([extra, extra + rng.choice([5, 10, 20], (len(extra), 1))], 1)])
+    det = np.concatenate([det, det[rng.random(len(det)) < 0.1]])  # exact duplicate boxes
+    det[:, 2:] = np.maximum(det[:, 2:], det[:, :2] + 1)
+    scores = rng.choice([0.3, 0.5, 0.7, 0.9], len(det)) if rng.random() < 0.5 else rng.random(len(det))
+    return det, scores, faces, rng.random(m) < 0.2
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_voc_matching_equals_the_devkit_loop(seed):
+    rng, thresholds = np.random.default_rng(seed), (0.3, 0.5, 0.75)
+    scenes = [crowd_scene(rng) for _ in range(30)]
+    seen = {"iou 0.5": 0, "iou tie": 0, "ignored": 0, "duplicate": 0, "rules differ": 0}
+    flags = {t: [] for t in thresholds}
+    for det, scores, faces, ignore in scenes:
+        for t in thresholds:
+            ours = match_detections(det, scores, faces, t, gt_ignore=ignore, matching="voc")
+            ref = voc_devkit_match(det.tolist(), scores.tolist(), faces.tolist(), ignore.tolist(), t)
+            assert (ours.tp.tolist(), ours.ignored.tolist(), ours.gt_index.tolist()) == ref
+            flags[t].append(ref)
+            coco = match_detections(det, scores, faces, t, gt_ignore=ignore, matching="coco")
+            seen["rules differ"] += coco.tp.tolist() != ref[0]
+        if len(faces):
+            ious = np.array([[plain_iou(d, f) for f in faces] for d in det.tolist()])
+            best = ious.max(axis=1)
+            seen["iou 0.5"] += int((best == 0.5).sum())
+            seen["iou tie"] += int(((ious == best[:, None]).sum(axis=1) > 1)[best > 0].sum())
+            seen["ignored"] += sum(ref[1])
+            seen["duplicate"] += int(((best > 0.75) & ~np.array(ref[0]) & ~np.array(ref[1])).sum())
+    assert min(seen.values()) > 0, seen  # the cases hold what they are meant to test
+    # the same, vectorised over IoU thresholds, pooled into AP
+    out = evaluate_detections([{"boxes": d, "scores": s} for d, s, _, _ in scenes], [f for _, _, f, _ in scenes],
+                              thresholds, gt_ignore=[i for _, _, _, i in scenes], matching="voc")
+    scores = np.concatenate([np.sort(s, kind="stable")[::-1] for _, s, _, _ in scenes])
+    for t in thresholds:
+        tp, ignored = (np.concatenate([r[k] for r in flags[t]]).astype(bool) for k in (0, 1))
+        precision, recall, _ = precision_recall(scores, tp, out["num_gt"], ignored)
+        assert out["ap_per_iou"][t] == pytest.approx(average_precision(recall, precision), abs=1e-12)
 
 
 # ------------------------------------------------------------ torchmetrics
