@@ -189,7 +189,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default="yunet", choices=TEACHERS,
                         help="yunet (pip install yuface) or haar (OpenCV, always there); default: yunet")
     parser.add_argument("--conf", type=float, default=None,
-                        help=f"keep faces with a teacher score >= this (default: {dict(TEACHER_CONF)})")
+                        help="keep faces with a teacher score >= this (default: "
+                        + ", ".join(f"{name} {conf}" for name, conf in TEACHER_CONF.items()) + ")")
     parser.add_argument("--min-size", type=float, default=TEACHER_MIN_SIZE, metavar="PX",
                         help=f"keep faces whose smaller side is >= PX pixels (default: {TEACHER_MIN_SIZE})")
     parser.add_argument("--out", default=None, help=f"the COCO file (default: FOLDER/{ANNOTATIONS_NAME})")

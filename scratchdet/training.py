@@ -92,7 +92,8 @@ class YoloModule(pl.LightningModule):
         init_weights: fine-tune: start from this checkpoint's weights (a
             ``.pt`` from :meth:`YoloDetector.save`, e.g. the bundled
             ``models/faces_mobilenet_v2_fpn.pt``, or a training ``.ckpt``).
-            Its architecture (backbone, preset, head) must be this recipe's:
+            ``pretrained`` then loads nothing (no download): these weights
+            replace ImageNet's. Its architecture (backbone, preset, head) must be this recipe's:
             a mismatch stops before training, naming what differs. Loaded when
             ``fit`` starts, so a resumed run keeps its own newer weights.
 
@@ -125,7 +126,8 @@ class YoloModule(pl.LightningModule):
             if not backbone.startswith("mobilenet"):
                 raise ValueError(f"pretrained=True needs a MobileNet backbone (ImageNet weights exist only for "
                                  f"torchvision's models), got backbone={backbone!r}")
-            backbone_kwargs["pretrained"] = True
+            # with init_weights the checkpoint's weights replace ImageNet's: no need to load (or download) them
+            backbone_kwargs["pretrained"] = not init_weights
         self.save_hyperparameters({
             "config": config.to_dict(), "backbone": backbone, "preset": preset, "pretrained": bool(pretrained),
             "backbone_kwargs": backbone_kwargs, "head_channels": head_channels,

@@ -94,3 +94,48 @@ def test_init_weights_from_another_architecture_names_what_differs(tmp_path):
 def test_init_weights_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         smoke(tmp_path, "run", **{"model.init_weights": str(tmp_path / "nowhere.pt")})
+
+
+def _coco_photos(folder, count: int):
+    """``count`` SynthFaces test images as a user's labelled photos: ``folder/*.png`` + ``annotations.json``."""
+    import json
+
+    import cv2
+
+    from scratchdet.data.synthfaces import SynthFaces
+
+    folder.mkdir(parents=True)
+    source, images, annotations = SynthFaces("test", image_size=256, num_images=count), [], []
+    for i in range(count):
+        image, boxes = source[i]
+        cv2.imwrite(str(folder / f"photo_{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        images.append({"id": i, "file_name": f"photo_{i}.png", "width": 256, "height": 256})
+        annotations += [{"id": len(annotations), "image_id": i, "category_id": 1, "iscrowd": 0,
+                         "bbox": [x1, y1, x2 - x1, y2 - y1]} for x1, y1, x2, y2 in boxes.tolist()]
+    (folder / "annotations.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "face"}]}))
+    return folder
+
+
+def test_fine_tune_the_bundled_model_on_your_own_coco_photos(tmp_path, monkeypatch):
+    """The README's fine-tuning command, on photos the test writes: no ImageNet file is needed or fetched."""
+    from scratchdet.cli import main
+    from scratchdet.config import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL.is_file(), "the bundled model is committed"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))  # no ImageNet weights to be found here
+    photos = _coco_photos(tmp_path / "photos", 8)
+    result = run_training("photos", {
+        "output_dir": str(tmp_path / "mine"), "threads": 1, "model.init_weights": str(DEFAULT_MODEL),
+        "data.dataset": "coco", "data.root": str(photos), "data.annotations": str(photos / "annotations.json"),
+        "data.train_size": None, "data.val_size": None, "data.batch_size": 4, "model.lr": 0.0005,
+        "trainer.max_epochs": 1, "trainer.max_time": None, "trainer.enable_progress_bar": False})
+    bundled, tuned = YoloDetector.from_checkpoint(DEFAULT_MODEL), YoloDetector.from_checkpoint(result.last_checkpoint)
+    frozen = len(bundled.backbone.feature_layers()[:14])  # configs/photos.yaml: freeze_backbone 14
+    for i, (a, b) in enumerate(zip(bundled.backbone.feature_layers()[:frozen], tuned.backbone.feature_layers())):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), f"layer {i} {name}: a frozen layer moved or did not start from the bundled model"
+    head, head_tuned = bundled.head.state_dict(), tuned.head.state_dict()
+    assert any(not torch.equal(head[k], head_tuned[k]) for k in head)  # the head learned from the photos
+    assert main(["evaluate", str(result.last_checkpoint), "--dataset", "coco", "--annotations",
+                 str(photos / "annotations.json"), "--images", str(photos)]) == 0
