@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import torch
 
 from scratchdet.profiling import environment, median_seconds  # noqa: F401  (re-exported for the benchmarks)
@@ -29,3 +31,14 @@ def parse_args(parser):
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     return args
+
+
+def finite(value):
+    """JSON without NaN/Infinity: non-finite floats (an empty bin's AP, an open bin's end) become None; 4 places."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 4) if math.isfinite(value) else None
+    return value

@@ -45,7 +45,7 @@ from pathlib import Path
 import cv2
 import torch
 
-from _timing import benchmark_parser, emit, environment, median_seconds, parse_args
+from _timing import benchmark_parser, emit, environment, finite, median_seconds, parse_args
 from scratchdet.baselines import YuFaceDetector
 from scratchdet.config import EVAL_SCORE_THRESHOLD, MAX_DETECTIONS, NMS_IOU_THRESHOLD, SCORE_THRESHOLD
 from scratchdet.data.synthfaces import SynthFaces
@@ -158,17 +158,6 @@ def latency(detectors: dict, image, rounds: int, repeats: int, warmup: int) -> d
     for (name, size), times in samples.items():
         out[name][str(size)] = round(1e3 * statistics.median(times), 2)
     return out
-
-
-def finite(value):
-    """JSON without NaN/Infinity: non-finite floats (an empty bin's AP, an open bin's end) become None."""
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    if isinstance(value, float):
-        return round(value, 4) if math.isfinite(value) else None
-    return value
 
 
 def table(metrics: dict, latencies: dict) -> list[str]:

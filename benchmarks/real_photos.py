@@ -31,7 +31,6 @@ images as a stand-in COCO folder (a check of the code, not a measurement).
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from _timing import benchmark_parser, emit, environment, parse_args
+from _timing import benchmark_parser, emit, environment, finite, parse_args
 from scratchdet.baselines import HaarFaceDetector, YuFaceDetector
 from scratchdet.config import EVAL_SCORE_THRESHOLD
 from scratchdet.data.coco import CocoFaces
@@ -94,17 +93,6 @@ def parse_models(specs: list[str], parser) -> dict[str, Path]:
             parser.error(f"--model {spec!r}: no checkpoint at {path}")
         models[name] = path
     return models
-
-
-def finite(value):
-    """JSON without NaN/Infinity (an empty bin's AP becomes None); floats rounded to 4 places."""
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return round(float(value), 4) if math.isfinite(value) else None
-    return value
 
 
 def curve(result: dict, points: int = 101) -> dict:

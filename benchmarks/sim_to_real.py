@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _timing import benchmark_parser, emit, environment, parse_args
-from real_photos import DEFAULT_PHOTOS, DEFAULT_SIZES, finite, open_photos, ours
+from _timing import benchmark_parser, emit, environment, finite, parse_args
+from real_photos import DEFAULT_PHOTOS, DEFAULT_SIZES, open_photos, ours
 
 from scratchdet._io import atomic_write_text
 from scratchdet.pipeline import run_training
