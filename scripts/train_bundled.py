@@ -105,11 +105,11 @@ def model_card(metrics: dict) -> str:
         "",
         "## What it misses",
         "Seen on the dev photos and on matplotlib's portrait of Grace Hopper (notebook 12 draws them):",
-        "- **Boxes lower and longer than a photo's face box.** SynthFaces' boxes run from forehead to chin and "
-        "the drawn heads sit on round bodies, so boxes often reach below the chin; at IoU 0.5 that costs little "
-        "on large faces, and a face of about 14 px (the footballer at 256 px) is lost to it.",
-        "- **Round, face-sized things.** A football, a cap badge, a hand: the same scores (0.4-0.7) as some "
-        "faces, so no threshold separates them; they are most of its false positives.",
+        "- **Boxes offset from a photo's face box**, taller or lower (into the hair or hat, below the chin): "
+        "SynthFaces' boxes and a person's idea of a face box are not drawn alike; at IoU 0.5 that costs little "
+        "on large faces; two dev-set faces get no box at IoU 0.5 (a 14 px footballer, a 25 px face in a group).",
+        "- **Small shapes with a pattern inside.** A football, a cap badge, flag stars, a button, a hand: scores "
+        "up to 0.7, as high as some faces, so no threshold separates them; most of its false positives.",
         "- **Tiny faces in a background crowd** get low scores (0.3-0.6) and are unlabelled in the dev set.",
         "- **Input size.** It was trained at 256 px; the dev-set AP50 moves with the input size (above), "
         "without a trend to trust on 27 faces. Keep the default unless your faces are small.",
