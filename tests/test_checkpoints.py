@@ -214,7 +214,12 @@ def test_ctrl_c_on_train_prints_the_resume_command_and_exits_130(tmp_path):
     assert last.exists(), proc.communicate()
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # say where it hung instead of a bare timeout
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"train did not exit within 120 s of Ctrl-C; its stderr ends with:\n{err[-3000:]}")
     assert proc.returncode == 130, err
     assert f"resume with: scratchdet train --output_dir {run} --resume" in err
     assert "Traceback" not in err
