@@ -160,3 +160,15 @@ def test_config_checks_the_pyramid():
         DetectorConfig(head="fpn", center_radius=float("nan"))
     with pytest.raises(ValueError, match="resolutions"):
         YoloDetector(DetectorConfig(head="fpn", image_size=64, num_cells=4), preset="small")  # stride 16: 2 levels
+
+
+def test_the_iou_score_target_sends_no_gradient_into_the_boxes():
+    """The score learns the IoU its box has; it must not move the box to change that IoU (YOLOX, VFL detach it)."""
+    config = DetectorConfig(head="fpn", lambda_coord=0.0, lambda_noobj=0.0, conf_target="iou")
+    torch.manual_seed(0)
+    raws = [torch.randn(2, 5, 256 // s, 256 // s, requires_grad=True) for s in config.strides]
+    boxes = [torch.tensor([[20.0, 30.0, 60.0, 80.0], [100.0, 100.0, 200.0, 220.0]]), torch.tensor([[5.0, 5.0, 12.0, 13.0]])]
+    fpn_loss(raws, boxes, config)["total"].backward()
+    assert any(bool(raw.grad[:, 0].abs().sum() > 0) for raw in raws)  # the scores learn
+    for raw in raws:
+        assert torch.equal(raw.grad[:, 1:], torch.zeros_like(raw.grad[:, 1:]))  # the boxes do not
