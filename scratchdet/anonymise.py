@@ -18,6 +18,8 @@ import math
 import cv2
 import numpy as np
 
+from scratchdet.data.photos import as_box_array, check_rgb_image
+
 __all__ = ["BLUR_METHODS", "BLUR_MARGIN", "GAUSSIAN_SIGMA", "PIXELATE_BLOCKS", "blur_faces"]
 
 BLUR_METHODS = ("gaussian", "pixelate")
@@ -60,14 +62,8 @@ def blur_faces(image: np.ndarray, boxes: np.ndarray, margin: float = BLUR_MARGIN
 
 def _check_inputs(image, boxes, margin, method) -> np.ndarray:
     """Boundary checks; returns the boxes as ``float64 (K, 4)``."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"image must be a uint8 array (H, W, 3), got {got}")
-    array = np.asarray(boxes, dtype=np.float64)
-    if array.size == 0:
-        array = array.reshape(0, 4)
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(f"boxes must have shape (K, 4) (xyxy pixels), got {array.shape}")
+    check_rgb_image(image)
+    array = as_box_array(boxes, np.float64)
     if not np.isfinite(array).all():
         raise ValueError(f"boxes must be finite, got {array[~np.isfinite(array).all(axis=1)][0].tolist()}")
     inverted = (array[:, 2] < array[:, 0]) | (array[:, 3] < array[:, 1])

@@ -119,11 +119,11 @@ def test_edge_boxes(method, boxes, changes):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"image": np.zeros((8, 8, 3), np.float32)}, r"uint8 array \(H, W, 3\), got float32 \(8, 8, 3\)"),
+    ({"image": np.zeros((8, 8, 3), np.float32)}, r"uint8 array \(H, W, 3\) RGB, got float32 \(8, 8, 3\)"),
     ({"image": np.zeros((8, 8), np.uint8)}, r"got uint8 \(8, 8\)"),
     ({"image": np.zeros((8, 8, 4), np.uint8)}, r"got uint8 \(8, 8, 4\)"),
     ({"image": [[0]]}, r"got list"),
-    ({"boxes": [1, 2, 3, 4]}, r"shape \(K, 4\) \(xyxy pixels\), got \(4,\)"),
+    ({"boxes": [1, 2, 3, 4]}, r"shape \(M, 4\) \(xyxy pixels\), got \(4,\)"),
     ({"boxes": np.zeros((2, 5))}, r"got \(2, 5\)"),
     ({"boxes": [[0, 0, np.nan, 4]]}, r"finite, got \[0.0, 0.0, nan, 4.0\]"),
     ({"boxes": [[5, 0, 2, 4]]}, r"x1 <= x2 and y1 <= y2, got \[5.0, 0.0, 2.0, 4.0\]"),

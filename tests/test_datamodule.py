@@ -65,7 +65,7 @@ def test_dataset_with_letterbox() -> None:
 
 def test_dataset_rejects_bad_items() -> None:
     source = [(np.zeros((8, 8, 3), np.float32), np.zeros((0, 4)))]
-    with pytest.raises(ValueError, match=r"source\[0\] image must be a uint8 \(H, W, 3\)"):
+    with pytest.raises(ValueError, match=r"source\[0\] image must be a uint8 array \(H, W, 3\)"):
         DetectionDataset(source)[0]
     with pytest.raises(ValueError, match=r"source\[0\] boxes must have shape \(M, 4\)"):
         DetectionDataset([(np.zeros((8, 8, 3), np.uint8), np.zeros((4, 5)))])[0]

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
 
 from scratchdet.data.cache import resolve_data_root
 from scratchdet.data.labelled import LABELLED_FORMATS, open_labelled
+from scratchdet.data.photos import as_box_array, check_rgb_image
 from scratchdet.data.synthfaces import SynthFaces
 from scratchdet.data.transforms import PHOTOMETRIC_LEVELS, DetectionTransform, eval_transforms, train_transforms
 from scratchdet.data.wider import WiderFace, find_wider_root
@@ -57,15 +58,8 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         image, boxes = self.source[i]
-        is_array = isinstance(image, np.ndarray)
-        if not is_array or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise ValueError(f"source[{i}] image must be a uint8 (H, W, 3) RGB array, got {got}")
-        boxes = np.asarray(boxes, dtype=np.float32)
-        if boxes.size == 0:
-            boxes = boxes.reshape(0, 4)
-        elif boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"source[{i}] boxes must have shape (M, 4) xyxy pixels, got {boxes.shape}")
+        check_rgb_image(image, f"source[{i}] image")
+        boxes = as_box_array(boxes, np.float32, f"source[{i}] boxes")
         if self.transform is not None:
             image, boxes = self.transform(image, boxes)[:2]
         image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (3, H, W)

@@ -12,11 +12,29 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["read_image", "check_complete", "sample_photos", "IMAGE_SUFFIXES"]
+__all__ = ["read_image", "check_complete", "sample_photos", "check_rgb_image", "as_box_array", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_SIGNATURE, PNG_END = b"\x89PNG\r\n\x1a\n", b"\x00\x00\x00\x00IEND"
+
+
+def check_rgb_image(image, name: str = "image") -> np.ndarray:
+    """``image`` itself if it is a ``uint8 (H, W, 3)`` numpy array; else ValueError naming ``name``, dtype and shape."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"{name} must be a uint8 array (H, W, 3) RGB, got {got}")
+    return image
+
+
+def as_box_array(boxes, dtype=np.float32, name: str = "boxes") -> np.ndarray:
+    """``boxes`` as a ``(M, 4)`` array of ``dtype`` (no boxes: ``(0, 4)``); ValueError naming ``name`` and the shape."""
+    array = np.asarray(boxes, dtype=dtype)
+    if array.size == 0:
+        return array.reshape(0, 4)
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise ValueError(f"{name} must have shape (M, 4) (xyxy pixels), got {array.shape}")
+    return array
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
