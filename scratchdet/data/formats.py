@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from scratchdet.boxes import clip_boxes
-from scratchdet.data.photos import check_complete, read_image
-from scratchdet.data.wider import MAX_MESSAGES, ParseReport
+from scratchdet.data.photos import check_file_complete, read_image
+from scratchdet.data.wider import MAX_MESSAGES, ParseReport, RecordSequence
 
 __all__ = ["FormatError", "FormatReport", "LabelledImage", "LabelledImages", "choose_classes", "as_path"]
 
@@ -113,12 +113,8 @@ def _check_on_error(on_error: str) -> None:
 
 def _check_whole(path: Path, where: str) -> None:
     """Raise ``OSError`` naming ``where`` if a JPEG or PNG has lost its end (reads its first and last bytes)."""
-    with path.open("rb") as file:
-        head = file.read(8)
-        file.seek(max(0, path.stat().st_size - 64))
-        tail = file.read()
     try:
-        check_complete(head + tail, path)
+        check_file_complete(path)
     except OSError as error:
         raise OSError(f"{where}: {error}") from None
 
@@ -136,7 +132,7 @@ def _check_image(record: LabelledImage) -> tuple[int, int]:
     return record.image_hw
 
 
-class LabelledImages:
+class LabelledImages(RecordSequence):
     """A source over parsed :class:`LabelledImage` records (the readers' base).
 
     Args:
@@ -184,14 +180,6 @@ class LabelledImages:
         self.report.dropped["outside"] += int((~inside).sum())
         self.report.clipped += int(((clipped != boxes).any(dim=1) & inside).sum())
         return clipped[inside].numpy()
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def _index(self, i: int) -> int:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {type(self).__name__} of length {len(self)}")
-        return i % len(self)
 
     def image_path(self, i: int) -> Path:
         """The file of image ``i``."""

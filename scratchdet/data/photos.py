@@ -12,7 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["read_image", "check_complete", "sample_photos", "check_rgb_image", "as_box_array", "IMAGE_SUFFIXES"]
+__all__ = ["read_image", "check_complete", "check_file_complete", "sample_photos", "check_rgb_image", "as_box_array",
+           "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
@@ -74,6 +75,16 @@ def check_complete(data: bytes, path: str | os.PathLike = "<bytes>") -> None:
                       f"({len(data)} bytes)")
     if data[:8] == PNG_SIGNATURE and data[-12:-4] != PNG_END:
         raise OSError(f"truncated or damaged PNG {path}: it does not end with the IEND chunk ({len(data)} bytes)")
+
+
+def check_file_complete(path: str | os.PathLike) -> None:
+    """:func:`check_complete` on a file, reading only its first and last bytes (cheap for a whole split)."""
+    path = Path(path)
+    with path.open("rb") as file:
+        head = file.read(8)
+        file.seek(max(0, path.stat().st_size - 64))
+        tail = file.read()
+    check_complete(head + tail, path)
 
 
 def sample_photos() -> list[Path]:

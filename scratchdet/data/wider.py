@@ -36,7 +36,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from scratchdet.data.photos import check_complete, read_image
+from scratchdet.data.photos import check_file_complete, read_image
 from scratchdet.boxes import box_convert, clip_boxes
 
 __all__ = [
@@ -259,18 +259,31 @@ def find_wider_root(root: str | os.PathLike) -> Path:
 
 def _is_whole(path: Path) -> bool:
     """Whether an image file has its end (reads its first and last bytes only: cheap for a whole split)."""
-    with path.open("rb") as file:
-        head = file.read(8)
-        file.seek(max(0, path.stat().st_size - 64))
-        tail = file.read()
     try:
-        check_complete(head + tail, path)
+        check_file_complete(path)
     except OSError:
         return False
     return True
 
 
-class WiderFace:
+class RecordSequence:
+    """The sequence protocol of a source that holds ``self.records``: ``len``, negative indices, a clear IndexError.
+
+    Shared by :class:`WiderFace` and :class:`scratchdet.data.formats.LabelledImages`.
+    """
+
+    records: list
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _index(self, i: int) -> int:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {type(self).__name__} of length {len(self)}")
+        return i % len(self)
+
+
+class WiderFace(RecordSequence):
     """WIDER FACE split as a dataset source: ``source[i] -> (image, boxes)``.
 
     Args:
@@ -337,14 +350,6 @@ class WiderFace:
         for reason, mask in (("degenerate", degenerate), ("invalid", invalid), ("small", small)):
             self.report.dropped[reason] += int(mask.sum())
         return ~(degenerate | invalid | small)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def _index(self, i: int) -> int:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for WiderFace {self.split} of length {len(self)}")
-        return i % len(self)
 
     def image_path(self, i: int) -> Path:
         """Absolute path of image ``i``."""
