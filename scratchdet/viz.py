@@ -17,9 +17,10 @@ import torch
 
 __all__ = ["to_numpy_image", "draw_boxes", "draw_grid", "show_images", "plot_curves"]
 
-GREEN = (0, 200, 0)
-RED = (230, 40, 40)
-YELLOW = (255, 210, 0)
+GREEN = (0, 230, 60)
+RED = (255, 40, 40)
+YELLOW = (255, 220, 0)
+HALO = (0, 0, 0)  # drawn under every box and label, so any colour reads on any scene (green boxes on grass)
 
 
 def to_numpy_image(image) -> np.ndarray:
@@ -65,6 +66,7 @@ def draw_boxes(
     color: tuple[int, int, int] = GREEN,
     thickness: int | None = None,
     labels: Sequence[str] | None = None,
+    halo: bool = True,
 ) -> np.ndarray:
     """Draw xyxy pixel boxes (with optional scores or labels) on a copy of ``image``.
 
@@ -75,6 +77,8 @@ def draw_boxes(
         color: RGB colour of boxes and text.
         thickness: line width in pixels; default scales with the image size.
         labels: optional text per box (overrides scores).
+        halo: draw each box and label over a black outline one pixel wider on
+            each side, so the colour contrasts with any background.
 
     Returns:
         ``uint8 (H, W, 3)`` RGB array.
@@ -89,16 +93,20 @@ def draw_boxes(
     thickness = thickness or max(1, round(max(h, w) / 320))
     font_scale = max(0.3, max(h, w) / 1000)
     for i, (x1, y1, x2, y2) in enumerate(np.round(boxes).astype(int)):
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
         text = labels[i] if labels is not None else (f"{float(scores[i]):.2f}" if scores is not None else None)
+        origin = (x1, max(y1 - 3, 8))
+        if halo:
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), HALO, thickness + 2, cv2.LINE_AA)
+            if text:
+                cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, HALO, 3, cv2.LINE_AA)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
         if text:
-            cv2.putText(canvas, text, (x1, max(y1 - 3, 8)), cv2.FONT_HERSHEY_SIMPLEX,
-                        font_scale, color, 1, cv2.LINE_AA)
+            cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, color, 1, cv2.LINE_AA)
     return canvas
 
 
 def draw_grid(image, num_cells: int, color: tuple[int, int, int] = YELLOW,
-              cells: np.ndarray | torch.Tensor | None = None, alpha: float = 0.35) -> np.ndarray:
+              cells: np.ndarray | torch.Tensor | None = None, alpha: float = 0.5) -> np.ndarray:
     """Overlay an ``S x S`` grid on a copy of ``image``; optionally shade cells.
 
     Args:
@@ -107,7 +115,9 @@ def draw_grid(image, num_cells: int, color: tuple[int, int, int] = YELLOW,
         color: RGB colour of the grid lines and shading.
         cells: optional boolean ``(S, S)`` mask (row i = y, column j = x) of
             cells to shade, e.g. the cells responsible for a face.
-        alpha: opacity of the shading.
+        alpha: opacity of the shading; shaded cells also get a two-pixel
+            border in ``color`` drawn over the grid lines, so they stand out
+            on busy scenes.
     """
     if not isinstance(num_cells, int) or num_cells <= 0:
         raise ValueError(f"num_cells must be a positive int, got {num_cells!r}")
@@ -127,6 +137,10 @@ def draw_grid(image, num_cells: int, color: tuple[int, int, int] = YELLOW,
         cv2.line(canvas, (int(round(x)), 0), (int(round(x)), h), color, 1)
     for y in ys:
         cv2.line(canvas, (0, int(round(y))), (w, int(round(y))), color, 1)
+    if cells is not None:
+        for i, j in zip(*np.nonzero(mask)):
+            cv2.rectangle(canvas, (int(xs[j]), int(ys[i])), (int(xs[j + 1]) - 1, int(ys[i + 1]) - 1), HALO, 3)
+            cv2.rectangle(canvas, (int(xs[j]), int(ys[i])), (int(xs[j + 1]) - 1, int(ys[i + 1]) - 1), color, 1)
     return canvas
 
 

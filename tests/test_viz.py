@@ -27,15 +27,27 @@ def test_draw_boxes_draws_on_a_copy():
     out = draw_boxes(image, torch.tensor([[10.0, 10.0, 40.0, 40.0]]), scores=torch.tensor([0.9]))
     assert image.sum() == 0, "input must not be modified"
     r, g, b = out[10, 25].tolist()
-    assert g > 150 and r == b == 0  # top edge drawn in green (anti-aliased)
+    assert g > 150 and r == 0 and b < g / 2  # top edge drawn in green (anti-aliased)
     assert out[25, 25].sum() == 0  # inside untouched
     with pytest.raises(ValueError, match="1 boxes but 2 scores"):
         draw_boxes(image, torch.tensor([[1.0, 1.0, 5.0, 5.0]]), scores=[0.1, 0.2])
 
 
+def test_draw_boxes_outlines_each_box_in_black_so_it_reads_on_any_scene():
+    grass = np.full((60, 60, 3), (0, 230, 60), np.uint8)  # a background the colour of the boxes
+    out = draw_boxes(grass, [[20.0, 20.0, 40.0, 40.0]])
+    assert out[20, 30, 1] > 150 and out[20, 30, 0] == 0  # the box line (anti-aliased)
+    assert out[18, 30].sum() < 60 and out[22, 30].sum() < 60  # black on both sides of it
+    assert out[30, 30].tolist() == [0, 230, 60] and out[5, 5].tolist() == [0, 230, 60]  # elsewhere untouched
+    plain = draw_boxes(grass, [[20.0, 20.0, 40.0, 40.0]], halo=False)
+    assert (plain == grass).all()  # without the halo the box vanishes on its own colour
+
+
 def test_draw_grid_shades_cells():
     out = draw_grid(np.zeros((40, 40, 3), np.uint8), 4, cells=np.eye(4, dtype=bool))
     assert out[5, 5].sum() > 0 and out[5, 25].sum() == 0
+    assert out[5, 5, 0] >= 0.5 * 255 - 1  # half-opaque yellow: visible on a dark scene
+    assert out[0, 5].tolist() == [255, 220, 0] and out[1, 5].sum() == 0  # its own border, outlined in black
     with pytest.raises(ValueError, match=r"shape \(4, 4\)"):
         draw_grid(np.zeros((40, 40, 3), np.uint8), 4, cells=np.eye(3, dtype=bool))
 

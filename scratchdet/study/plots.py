@@ -73,7 +73,7 @@ def plot_study(results: dict, out_dir: str | os.PathLike | None = None) -> dict:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name, fig in figures.items():
-            fig.savefig(out / f"{name}.png", dpi=90)
+            fig.savefig(out / f"{name}.png", dpi=100)
             plt.close(fig)
     return figures
 
@@ -187,6 +187,6 @@ def plot_examples(results: dict, work_dir: str | os.PathLike, source, num_images
     fig.suptitle(f"test images with the most faces (red: faces, green: detections with score >= {threshold:g})")
     fig.tight_layout()
     if out_png is not None:
-        fig.savefig(out_png, dpi=90)
+        fig.savefig(out_png, dpi=100)
         plt.close(fig)
     return fig
