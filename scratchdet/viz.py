@@ -75,7 +75,7 @@ def draw_boxes(
         boxes: ``Tensor[M, 4]`` / ``(M, 4)`` array, xyxy pixels of ``image``.
         scores: optional ``Tensor[M]``; drawn as ``0.87`` above each box.
         color: RGB colour of boxes and text.
-        thickness: line width in pixels; default scales with the image size.
+        thickness: line width in pixels; default scales with the image size (at least 2).
         labels: optional text per box (overrides scores).
         halo: draw each box and label over a black outline one pixel wider on
             each side, so the colour contrasts with any background.
@@ -90,7 +90,7 @@ def draw_boxes(
     if labels is not None and len(labels) != len(boxes):
         raise ValueError(f"got {len(boxes)} boxes but {len(labels)} labels")
     h, w = canvas.shape[:2]
-    thickness = thickness or max(1, round(max(h, w) / 320))
+    thickness = thickness or max(2, round(max(h, w) / 320))  # 2 px: a 1 px line vanishes at 100% zoom
     font_scale = max(0.3, max(h, w) / 1000)
     for i, (x1, y1, x2, y2) in enumerate(np.round(boxes).astype(int)):
         text = labels[i] if labels is not None else (f"{float(scores[i]):.2f}" if scores is not None else None)
