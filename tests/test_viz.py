@@ -35,10 +35,12 @@ def test_draw_boxes_draws_on_a_copy():
 
 def test_draw_boxes_outlines_each_box_in_black_so_it_reads_on_any_scene():
     grass = np.full((60, 60, 3), (0, 230, 60), np.uint8)  # a background the colour of the boxes
-    out = draw_boxes(grass, [[20.0, 20.0, 40.0, 40.0]])
+    out = draw_boxes(grass, [[20.0, 20.0, 40.0, 40.0]], thickness=1)
     assert out[20, 30, 1] > 150 and out[20, 30, 0] == 0  # the box line (anti-aliased)
     assert out[18, 30].sum() < 60 and out[22, 30].sum() < 60  # black on both sides of it
     assert out[30, 30].tolist() == [0, 230, 60] and out[5, 5].tolist() == [0, 230, 60]  # elsewhere untouched
+    column = draw_boxes(np.zeros((256, 256, 3), np.uint8), [[50.0, 50.0, 150.0, 150.0]], halo=False)[:, 100, 1]
+    assert (column[40:60] > 150).sum() >= 2  # the default line is at least 2 px wide on a 256 px image
     plain = draw_boxes(grass, [[20.0, 20.0, 40.0, 40.0]], halo=False)
     assert (plain == grass).all()  # without the halo the box vanishes on its own colour
 
