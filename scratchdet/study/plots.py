@@ -101,7 +101,7 @@ def _plot_bins(ax, rows: list[dict], keys: Sequence[str], labels: Sequence[str],
     ax.set_ylim(0, 1)
     ax.set_ylabel("AP50")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -142,7 +142,7 @@ def _plot_small(ax, rows: list[dict]) -> None:
     ax.set_title("small faces: AP and grid collisions")
     handles = ax.get_legend_handles_labels()
     twin_handles = twin.get_legend_handles_labels()
-    ax.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], fontsize=8, loc="upper left", ncol=2)
+    ax.legend(handles[0] + twin_handles[0], handles[1] + twin_handles[1], fontsize=9, loc="upper left", ncol=2)
     ax.grid(alpha=0.3, axis="y")
 
 
