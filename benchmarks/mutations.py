@@ -1,6 +1,7 @@
 """mutations: plant realistic bugs in scratchdet one at a time and check that the tests catch each.
 
-    python benchmarks/mutations.py [--only NAME ...] [--list] [--notebooks] [--timeout 600] [--quick] [--threads 1]
+    python benchmarks/mutations.py [--only NAME ...] [--list] [--notebooks | --notebooks-only] [--timeout 600]
+                                   [--quick] [--threads 1]
 
 A mutation set grades the tests, not the code: each mutant is one bug a person
 could plausibly write (x and y swapped, ``>`` for ``>=``, a missing square, a
@@ -15,6 +16,12 @@ files)``. For each mutant, one at a time:
 3. the original bytes are written back in a ``finally`` (also on Ctrl-C or
    SIGTERM) and checked to be byte-identical; the file's mtime is restored too,
    and no bytecode is written for the mutant, so no stale ``.pyc`` survives.
+
+``--notebooks-only`` grades the notebooks alone: each mutant runs only against
+the notebook that teaches its file (``TEACHING_NOTEBOOK``: grid.py -> 03, loss.py
+-> 04, ...), no unit test, and the results go to
+``benchmarks/results/mutations_notebooks.json``: does the course's own check
+notice when the package it teaches is wrong?
 
 A mutant is *killed* when a test fails or errors (``by``: the first failing
 test's node id, ``stage``: unit, tests or notebooks), *survived* when every
@@ -47,8 +54,23 @@ from scratchdet._io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mutations.json"
+NOTEBOOK_RESULTS = ROOT / "benchmarks" / "results" / "mutations_notebooks.json"
 NOTEBOOK_FLAGS = ["--nbval", "--nbval-current-env", "--nbval-cell-timeout=600",
                   "--nbval-sanitize-with", "tests/nbval_sanitize.cfg"]  # as run.sh test
+
+
+TEACHING_NOTEBOOK = {  # the notebook that teaches (and checks) each mutated file
+    "scratchdet/boxes.py": "notebooks/01_boxes.ipynb",
+    "scratchdet/data/transforms.py": "notebooks/02_data.ipynb",
+    "scratchdet/grid.py": "notebooks/03_grid_encoding.ipynb",
+    "scratchdet/loss.py": "notebooks/04_loss.ipynb",
+    "scratchdet/nms.py": "notebooks/07_nms.ipynb",
+    "scratchdet/evaluation.py": "notebooks/08_evaluation.ipynb",
+    "scratchdet/letterbox.py": "notebooks/09_inference_and_export.ipynb",
+    "scratchdet/assign.py": "notebooks/11_beyond_v1.ipynb",
+    "scratchdet/fpn.py": "notebooks/11_beyond_v1.ipynb",
+    "scratchdet/fpn_loss.py": "notebooks/11_beyond_v1.ipynb",
+}
 
 
 @dataclass(frozen=True)
@@ -236,7 +258,10 @@ def _pytest(paths: list[str], extra: list[str], timeout: float, threads: int) ->
     raise RuntimeError(f"pytest {' '.join(paths)} ended with exit code {proc.returncode}:\n{output[-3000:]}")
 
 
-def _stages(mutant: Mutant, notebooks: bool) -> list[tuple[str, list[str], list[str]]]:
+def _stages(mutant: Mutant, notebooks: bool | str) -> list[tuple[str, list[str], list[str]]]:
+    """The pytest runs for ``mutant``: unit tests, all tests, notebooks; ``notebooks="only"``: its notebook."""
+    if notebooks == "only":
+        return [("notebook", [TEACHING_NOTEBOOK[mutant.file]], NOTEBOOK_FLAGS)]
     # the mutation set's own --quick check fails on any planted mutant (its snippet is gone): not a killer
     self_check = "tests/test_benchmarks.py::test_benchmark_quick_run_prints_json[mutations]"
     stages = [("unit", list(mutant.tests), []), ("tests", ["tests"], ["--deselect", self_check])]
@@ -258,7 +283,7 @@ def _restore(path: Path, original: bytes, stat: os.stat_result) -> None:
                          "check it with git diff before anything else")
 
 
-def run_mutant(mutant: Mutant, notebooks: bool, timeout: float, threads: int) -> dict:
+def run_mutant(mutant: Mutant, notebooks: bool | str, timeout: float, threads: int) -> dict:
     """Plant ``mutant``, run its test stages until one fails, restore the file."""
     path = ROOT / mutant.file
     original, stat = path.read_bytes(), path.stat()
@@ -282,13 +307,17 @@ def run_mutant(mutant: Mutant, notebooks: bool, timeout: float, threads: int) ->
 
 def _quick_row(mutant: Mutant) -> dict:
     _mutated(mutant, (ROOT / mutant.file).read_bytes().decode("utf-8"))
+    notebook = TEACHING_NOTEBOOK.get(mutant.file)
+    if notebook is None or not (ROOT / notebook).is_file():
+        raise SystemExit(f"mutant {mutant.name}: no teaching notebook for {mutant.file} ({notebook}); "
+                         "add it to TEACHING_NOTEBOOK")
     return {"name": mutant.name, "file": mutant.file, "tests": list(mutant.tests), "killed": None,
             "outcome": "not run", "by": None, "stage": None, "seconds": None, "bug": mutant.bug}
 
 
-def _merge(rows: list[dict]) -> list[dict]:
+def _merge(rows: list[dict], results: Path = RESULTS) -> list[dict]:
     """Earlier results updated with ``rows``, in the set's order (rows of removed mutants dropped)."""
-    old = json.loads(RESULTS.read_text()).get("mutants", []) if RESULTS.exists() else []
+    old = json.loads(results.read_text()).get("mutants", []) if results.exists() else []
     by_name = {r["name"]: r for r in old} | {r["name"]: r for r in rows}
     return [by_name[m.name] for m in MUTANTS if m.name in by_name]
 
@@ -312,8 +341,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutants (results merge by name)")
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     parser.add_argument("--notebooks", action="store_true", help="also run the notebooks (nbval) on survivors")
+    parser.add_argument("--notebooks-only", action="store_true",
+                        help="run each mutant against its teaching notebook only (results: mutations_notebooks.json)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per pytest run (default: 600)")
     args = parse_args(parser)
+    if args.notebooks and args.notebooks_only:
+        parser.error("--notebooks and --notebooks-only exclude each other")
+    notebooks, results = ("only", NOTEBOOK_RESULTS) if args.notebooks_only else (args.notebooks, RESULTS)
     mutants = _select(args.only)
     if args.list:
         for m in mutants:
@@ -330,12 +364,12 @@ def main() -> None:
     rows = []
     for i, m in enumerate(mutants, 1):
         print(f"[{i}/{len(mutants)}] {m.name} ({m.file})", file=sys.stderr, flush=True)
-        rows.append({**run_mutant(m, args.notebooks, args.timeout, args.threads), "commit": _commit()})
+        rows.append({**run_mutant(m, notebooks, args.timeout, args.threads), "commit": _commit()})
         print(f"  -> {rows[-1]['outcome']} {rows[-1]['by'] or ''} ({rows[-1]['seconds']} s)", file=sys.stderr)
-    merged = _merge(rows)
-    result = {"benchmark": "mutations", "notebooks": args.notebooks, "timeout_s": args.timeout,
+    merged = _merge(rows, results)
+    result = {"benchmark": "mutations", "notebooks": notebooks, "timeout_s": args.timeout,
               "environment": environment(args.threads), "summary": _summary(merged), "mutants": merged}
-    atomic_write_text(RESULTS, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(results, json.dumps(result, indent=2) + "\n")
     emit(result)
     if _git_status():  # each mutated file was checked byte-identical: these changes are not ours
         print(f"warning: scratchdet/ changed during the run (not by a mutant):\n{_git_status()}", file=sys.stderr)
