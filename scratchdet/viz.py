@@ -1,9 +1,12 @@
 """Pictures: boxes on images, grid overlays, image grids and curves.
 
 Images may be numpy ``uint8`` arrays ``(H, W, 3)`` RGB or torch tensors
-``[3, H, W]`` (float in [0, 1] or uint8); every drawing function returns a new
-numpy ``uint8`` ``(H, W, 3)`` RGB array and never modifies its input. Boxes are
-xyxy pixels of that image (``Tensor[M, 4]`` or an ``(M, 4)`` array).
+``[3, H, W]`` (float in [0, 1] or uint8); ``draw_boxes`` and ``draw_grid``
+return a new numpy ``uint8`` ``(H, W, 3)`` RGB array and never modify their
+input. ``plot_boxes`` draws vector boxes on a matplotlib axis instead, and
+``drawn_boxes`` reads them back, so a figure can assert on what it shows. Boxes
+are xyxy pixels of that image (``Tensor[M, 4]`` or an ``(M, 4)`` array);
+colours are RGB 0-255.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["to_numpy_image", "draw_boxes", "draw_grid", "show_images", "plot_curves"]
+__all__ = ["to_numpy_image", "draw_boxes", "draw_grid", "plot_boxes", "drawn_boxes", "show_images", "plot_curves"]
 
 GREEN = (0, 230, 60)
 RED = (255, 40, 40)
@@ -184,3 +187,54 @@ def plot_curves(history: Mapping[str, Sequence[float]], x: Sequence[float] | Non
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _mpl_color(color: tuple[int, int, int]) -> tuple[float, float, float]:
+    return tuple(v / 255 for v in color)
+
+
+def plot_boxes(ax, boxes, color: tuple[int, int, int] = GREEN, scores=None, linewidth: float = 2.0,
+               fontsize: float = 10.0) -> None:
+    """Draw xyxy pixel boxes on a matplotlib axis that shows their image (``ax.imshow``).
+
+    Unlike :func:`draw_boxes` (pixels burnt into a copy of the image), these are
+    vector rectangles: sharp at any zoom, with score labels at ``fontsize``
+    points whatever the image size, and readable back with :func:`drawn_boxes`,
+    so a figure can assert on what it shows. Each box and label has a black halo.
+
+    Args:
+        ax: a matplotlib ``Axes`` showing the image with ``imshow``'s default
+            extent (pixel ``i`` covers ``[i - 0.5, i + 0.5]``).
+        boxes: ``Tensor[K, 4]`` / ``(K, 4)`` array, xyxy pixels (box edges).
+        color: RGB 0-255, as the other drawing functions.
+        scores: optional ``Tensor[K]``; drawn as ``0.87`` above each box.
+    """
+    from matplotlib import patheffects
+    from matplotlib.patches import Rectangle
+
+    boxes = _as_numpy_boxes(boxes)
+    if scores is not None and len(scores) != len(boxes):
+        raise ValueError(f"got {len(boxes)} boxes but {len(scores)} scores")
+    rgb = _mpl_color(color)
+    halo = [patheffects.Stroke(linewidth=linewidth + 2.5, foreground="black"), patheffects.Normal()]
+    for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=rgb,
+                               linewidth=linewidth, path_effects=halo))
+        if scores is not None:
+            ax.text(x1 - 0.5, y1 - 2, f"{float(scores[k]):.2f}", color=rgb, fontsize=fontsize, va="bottom",
+                    path_effects=[patheffects.withStroke(linewidth=3, foreground="black")])
+
+
+def drawn_boxes(ax, color: tuple[int, int, int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The xyxy pixel boxes :func:`plot_boxes` drew on ``ax`` in ``color``, in drawing order.
+
+    Returns:
+        ``Tensor[K, 4]`` of ``dtype`` (``K = 0`` when none), for asserts such as
+        ``torch.equal(drawn_boxes(ax, RED), faces)``.
+    """
+    from matplotlib.patches import Rectangle
+
+    rgb = _mpl_color(color)
+    rects = [p for p in ax.patches if isinstance(p, Rectangle) and tuple(p.get_edgecolor()[:3]) == rgb]
+    return torch.tensor([[p.get_x() + 0.5, p.get_y() + 0.5, p.get_x() + 0.5 + p.get_width(),
+                          p.get_y() + 0.5 + p.get_height()] for p in rects], dtype=dtype).reshape(-1, 4)

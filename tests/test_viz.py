@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from scratchdet.viz import draw_boxes, draw_grid, plot_curves, show_images, to_numpy_image
+from scratchdet.viz import GREEN, RED, draw_boxes, draw_grid, drawn_boxes, plot_boxes, plot_curves, show_images, to_numpy_image
 
 
 def test_to_numpy_image_from_tensor_and_array():
@@ -61,3 +61,23 @@ def test_figures():
     assert fig.axes[0].get_legend() is not None
     with pytest.raises(ValueError, match="at least one image"):
         show_images([])
+
+
+def test_plot_boxes_round_trips_through_drawn_boxes():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.imshow(np.zeros((64, 96, 3), np.uint8))
+    faces = torch.tensor([[10.0, 12.0, 30.5, 40.0], [50.0, 5.0, 90.0, 60.0]])
+    detections = torch.tensor([[11.0, 12.0, 31.0, 41.0]])
+    plot_boxes(ax, faces, RED)
+    plot_boxes(ax, detections, GREEN, scores=torch.tensor([0.875]))
+    assert torch.equal(drawn_boxes(ax, RED), faces)  # in drawing order, per colour, exactly
+    torch.testing.assert_close(drawn_boxes(ax, GREEN, dtype=torch.float64), detections.double())
+    assert drawn_boxes(ax, (1, 2, 3)).shape == (0, 4)
+    assert [t.get_text() for t in ax.texts] == ["0.88"]
+    # a box's edges are pixel edges: pixel 10 spans [9.5, 10.5] in imshow's coordinates
+    assert ax.patches[0].get_x() == 9.5 and ax.patches[0].get_width() == 20.5
+    with pytest.raises(ValueError, match="1 boxes but 2 scores"):
+        plot_boxes(ax, detections, GREEN, scores=[0.1, 0.2])
+    plt.close(fig)
