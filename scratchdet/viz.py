@@ -118,9 +118,9 @@ def draw_grid(image, num_cells: int, color: tuple[int, int, int] = YELLOW,
         color: RGB colour of the grid lines and shading.
         cells: optional boolean ``(S, S)`` mask (row i = y, column j = x) of
             cells to shade, e.g. the cells responsible for a face.
-        alpha: opacity of the shading; shaded cells also get a two-pixel
-            border in ``color`` drawn over the grid lines, so they stand out
-            on busy scenes.
+        alpha: opacity of the shading; shaded cells also get a one-pixel
+            border in ``color`` outlined in black, drawn over the grid lines,
+            so they stand out on busy scenes.
     """
     if not isinstance(num_cells, int) or num_cells <= 0:
         raise ValueError(f"num_cells must be a positive int, got {num_cells!r}")
@@ -128,22 +128,24 @@ def draw_grid(image, num_cells: int, color: tuple[int, int, int] = YELLOW,
     h, w = canvas.shape[:2]
     ys = np.linspace(0, h, num_cells + 1)
     xs = np.linspace(0, w, num_cells + 1)
+    shaded = []  # (top-left, bottom-right) pixel corners of each shaded cell
     if cells is not None:
         mask = np.asarray(cells.cpu() if isinstance(cells, torch.Tensor) else cells, dtype=bool)
         if mask.shape != (num_cells, num_cells):
             raise ValueError(f"cells must have shape ({num_cells}, {num_cells}), got {mask.shape}")
+        shaded = [((int(xs[j]), int(ys[i])), (int(xs[j + 1]) - 1, int(ys[i + 1]) - 1))
+                  for i, j in zip(*np.nonzero(mask))]
         overlay = canvas.copy()
-        for i, j in zip(*np.nonzero(mask)):
-            cv2.rectangle(overlay, (int(xs[j]), int(ys[i])), (int(xs[j + 1]), int(ys[i + 1])), color, -1)
+        for corner, opposite in shaded:
+            cv2.rectangle(overlay, corner, opposite, color, -1)
         canvas = cv2.addWeighted(overlay, alpha, canvas, 1 - alpha, 0)
     for x in xs:
         cv2.line(canvas, (int(round(x)), 0), (int(round(x)), h), color, 1)
     for y in ys:
         cv2.line(canvas, (0, int(round(y))), (w, int(round(y))), color, 1)
-    if cells is not None:
-        for i, j in zip(*np.nonzero(mask)):
-            cv2.rectangle(canvas, (int(xs[j]), int(ys[i])), (int(xs[j + 1]) - 1, int(ys[i + 1]) - 1), HALO, 3)
-            cv2.rectangle(canvas, (int(xs[j]), int(ys[i])), (int(xs[j + 1]) - 1, int(ys[i + 1]) - 1), color, 1)
+    for corner, opposite in shaded:  # a black-outlined border over the grid lines
+        cv2.rectangle(canvas, corner, opposite, HALO, 3)
+        cv2.rectangle(canvas, corner, opposite, color, 1)
     return canvas
 
 
